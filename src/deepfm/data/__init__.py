@@ -1,0 +1,1 @@
+"""Data: raw MovieLens sources, canonical tables, features, schema and datasets."""

@@ -1,0 +1,1 @@
+"""Building blocks: one interaction per file."""
