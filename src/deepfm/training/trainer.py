@@ -1,0 +1,257 @@
+"""The training loop: index-sliced batches, Adam, early stopping on val AUC, resumable.
+
+Batches are slices of a seeded per-epoch permutation over whole-column tensors
+that live on the training device; there is no DataLoader and no per-row Python.
+The same params and seed on the CPU give bitwise-equal weights, and a run
+resumed from its last epoch checkpoint ends exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from deepfm import atomic
+from deepfm.config import TrainConfig
+from deepfm.data.dataset import CTRDataset
+from deepfm.training.metrics import log_loss, roc_auc
+
+logger = logging.getLogger(__name__)
+
+PREDICT_BATCH_SIZE = 65_536
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_auc: float
+    val_logloss: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """What `fit` did: the history, the best epoch (whose weights the model now holds)."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_auc: float = -math.inf
+    best_val_logloss: float = math.inf
+    train_seconds: float = 0.0
+    train_samples: int = 0
+    device: str = "cpu"
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.train_samples / self.train_seconds if self.train_seconds else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers `reports/<model>/train.json` holds."""
+        return {
+            "best_val_auc": self.best_val_auc,
+            "best_val_logloss": self.best_val_logloss,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "train_seconds": round(self.train_seconds, 3),
+            "samples_per_second": round(self.samples_per_second, 1),
+            "device": self.device,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
+    """Adam with one L2 for embedding tables (`embedding_l2`) and one for the rest."""
+    embedding_params, other_params = [], []
+    for module in model.modules():
+        is_table = isinstance(module, nn.Embedding | nn.EmbeddingBag)
+        for param in module.parameters(recurse=False):
+            (embedding_params if is_table else other_params).append(param)
+    groups = [
+        {"params": embedding_params, "weight_decay": config.embedding_l2},
+        {"params": other_params, "weight_decay": config.weight_decay},
+    ]
+    return torch.optim.Adam(groups, lr=config.lr)
+
+
+class Trainer:
+    """Fits a CTR model (`forward(batch) -> logits (B,)`) with BCE-with-logits.
+
+    Args:
+        model: the model, already on `device`.
+        config: the `train` section of params.
+        device: where the model and the data columns live.
+
+    Example:
+        >>> trainer = Trainer(model, config.train, torch.device("cpu"))
+        >>> result = trainer.fit(train_ds, val_ds, checkpoint=Path("models/fm/checkpoint.pt"))
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self.optimizer = make_optimizer(model, config)
+        self.autocast = torch.autocast(
+            device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+        )
+
+    def fit(
+        self,
+        train_ds: CTRDataset,
+        val_ds: CTRDataset,
+        checkpoint: Path | None = None,
+        run_key: str = "",
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+    ) -> TrainResult:
+        """Train until `max_epochs` or `patience` epochs without a better val AUC.
+
+        With `checkpoint`, state is saved after every epoch and a checkpoint with the
+        same `run_key` (what identifies the run: params and data) is resumed from.
+        The checkpoint is removed once training ends.
+        """
+        train_ds, val_ds = train_ds.to(self.device), val_ds.to(self.device)
+        result = TrainResult(device=str(self.device))
+        best_state = _copy_state(self.model)
+        epochs_without_gain = 0
+        start_epoch = 1
+        if checkpoint is not None and checkpoint.is_file():
+            state = torch.load(checkpoint, weights_only=True)
+            if state["run_key"] == run_key:
+                start_epoch, best_state, epochs_without_gain = self._restore(state, result)
+                logger.info("resuming from %s after epoch %d", checkpoint, start_epoch - 1)
+            else:
+                logger.warning("ignoring %s: it belongs to other params or data", checkpoint)
+
+        for epoch in range(start_epoch, self.config.max_epochs + 1):
+            if epochs_without_gain >= self.config.patience:
+                break
+            started = time.perf_counter()
+            train_loss = self._train_epoch(train_ds, epoch)
+            result.train_seconds += time.perf_counter() - started
+            result.train_samples += len(train_ds)
+            logits = self.predict_logits(val_ds)
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=train_loss,
+                val_auc=roc_auc(val_ds.labels, logits),
+                val_logloss=log_loss(val_ds.labels, logits),
+                seconds=time.perf_counter() - started,
+            )
+            result.history.append(record)
+            if record.val_auc > result.best_val_auc:
+                result.best_epoch, result.best_val_auc = epoch, record.val_auc
+                result.best_val_logloss = record.val_logloss
+                best_state = _copy_state(self.model)
+                epochs_without_gain = 0
+            else:
+                epochs_without_gain += 1
+            logger.info(
+                "epoch %d: train loss %.4f, val AUC %.4f, val logloss %.4f (%.1f s)",
+                *(epoch, train_loss, record.val_auc, record.val_logloss, record.seconds),
+            )
+            if checkpoint is not None:
+                self._save(checkpoint, run_key, epoch, best_state, epochs_without_gain, result)
+            if on_epoch is not None:
+                on_epoch(record)
+
+        self.model.load_state_dict(best_state)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        return result
+
+    def _train_epoch(self, train_ds: CTRDataset, epoch: int) -> float:
+        self.model.train()
+        rows = len(train_ds)
+        # The permutation depends only on (seed, epoch): a resumed run sees the same order.
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        order = torch.randperm(rows, generator=generator).to(self.device)
+        batch_size = self.config.batch_size
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        batches = range(0, rows, batch_size)
+        # disable=None: a bar on a terminal, silence in CI logs.
+        for start in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None):
+            features, labels = train_ds.batch(order[start : start + batch_size])
+            with self.autocast:
+                logits = self.model(features)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(labels)
+        return float(loss_sum) / rows
+
+    @torch.no_grad()
+    def predict_logits(self, dataset: CTRDataset) -> torch.Tensor:
+        """Logits (N,) for every row of `dataset`, in order, in large batches."""
+        self.model.eval()
+        dataset = dataset.to(self.device)
+        outputs = []
+        for start in range(0, len(dataset), PREDICT_BATCH_SIZE):
+            indices = torch.arange(
+                start, min(start + PREDICT_BATCH_SIZE, len(dataset)), device=self.device
+            )
+            features, _ = dataset.batch(indices)
+            with self.autocast:
+                outputs.append(self.model(features).float())
+        return torch.cat(outputs)
+
+    def _save(
+        self,
+        path: Path,
+        run_key: str,
+        epoch: int,
+        best_state: dict[str, torch.Tensor],
+        epochs_without_gain: int,
+        result: TrainResult,
+    ) -> None:
+        state = {
+            "run_key": run_key,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": best_state,
+            "epochs_without_gain": epochs_without_gain,
+            "history": [asdict(record) for record in result.history],
+            "best": [result.best_epoch, result.best_val_auc, result.best_val_logloss],
+            "timing": [result.train_seconds, result.train_samples],
+            "cpu_rng": torch.get_rng_state(),
+        }
+        with atomic.open_for_write(path) as tmp:
+            torch.save(state, tmp)
+
+    def _restore(
+        self, state: dict[str, Any], result: TrainResult
+    ) -> tuple[int, dict[str, torch.Tensor], int]:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["cpu_rng"])
+        result.history = [EpochRecord(**record) for record in state["history"]]
+        result.best_epoch, result.best_val_auc, result.best_val_logloss = state["best"]
+        result.train_seconds, result.train_samples = state["timing"]
+        return state["epoch"] + 1, state["best_state"], state["epochs_without_gain"]
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}

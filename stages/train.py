@@ -1,0 +1,104 @@
+"""DVC stage `train@<model>`: fit one model on the prepared data and record it.
+
+Writes `models/<model>/model.pt` (state dict, schema, config), `models/<model>/run.json`
+(the MLflow run id), `reports/<model>/history.csv` and `reports/<model>/train.json`,
+and logs params, per-epoch metrics, artifacts and a servable model to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepfm import atomic, tracking
+from deepfm.config import ExperimentConfig
+from deepfm.data.dataset import CTRDataset
+from deepfm.data.prepare import raw_feature_frame
+from deepfm.data.raw import read_raw
+from deepfm.data.schema import Schema
+from deepfm.models.registry import build_model
+from deepfm.stage import run_stage
+from deepfm.training.trainer import Trainer, TrainResult, resolve_device
+
+logger = logging.getLogger("deepfm.train")
+
+
+def history_csv(result: TrainResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(asdict(result.history[0])), lineterminator="\n")
+    writer.writeheader()
+    for record in result.history:
+        writer.writerow(asdict(record))
+    return buffer.getvalue()
+
+
+def train(config: ExperimentConfig, name: str) -> TrainResult:
+    processed = config.data.processed_path
+    schema = Schema.load(processed / "schema.json")
+    train_ds = CTRDataset.from_parquet(processed / "train.parquet", schema)
+    val_ds = CTRDataset.from_parquet(processed / "val.parquet", schema)
+    raw = read_raw(config.data.raw_path)
+    fingerprint = raw.fingerprint()
+    uri = tracking.tracking_uri()
+    tracking.check_tracking_server(uri)
+
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    model = build_model(name, schema, config).to(device)
+    run_key = hashlib.sha256(
+        json.dumps([name, config.to_dict(), fingerprint], sort_keys=True).encode()
+    ).hexdigest()
+    model_dir, report_dir = Path("models") / name, Path("reports") / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("training %s on %s: %d train / %d val rows", name, device, len(train_ds), len(val_ds))
+    result = Trainer(model, config.train, device).fit(
+        train_ds, val_ds, checkpoint=model_dir / "checkpoint.pt", run_key=run_key
+    )
+
+    model_pt = model_dir / "model.pt"
+    with atomic.open_for_write(model_pt) as tmp:
+        state = {key: value.cpu() for key, value in model.state_dict().items()}
+        torch.save(
+            {"model": name, "state_dict": state, "schema": schema.to_dict(),
+             "config": config.to_dict()},
+            tmp,
+        )
+    atomic.write_text(report_dir / "history.csv", history_csv(result))
+    atomic.write_text(report_dir / "train.json", json.dumps(result.summary(), indent=2) + "\n")
+
+    tags = tracking.default_tags(data_fingerprint=fingerprint, device=str(device))
+    with tracking.RunTracker.start(
+        config.tracking.experiment_name, run_name=name, params=config.flat() | {"model": name},
+        tags=tags,
+    ) as run:
+        for record in result.history:
+            metrics = {k: v for k, v in asdict(record).items() if k not in ("epoch", "seconds")}
+            run.log_epoch(metrics, step=record.epoch)
+        run.log_metrics({k: v for k, v in result.summary().items() if k != "device"})
+        run.log_artifact(processed / "schema.json")
+        run.log_artifact(processed / "vocab", "vocab")
+        run.log_artifact(report_dir / "history.csv")
+        example = raw_feature_frame(raw, np.arange(5))
+        run.log_model(model_pt, processed / "vocab", input_example=example)
+        atomic.write_text(model_dir / "run.json", json.dumps({"run_id": run.run_id}) + "\n")
+    logger.info("%s: best val AUC %.4f at epoch %d", name, result.best_val_auc, result.best_epoch)
+    return result
+
+
+def main(config: ExperimentConfig, args: argparse.Namespace) -> None:
+    train(config, args.model)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="a name under params.yaml `model:`")
+    run_stage(main, parser)

@@ -1,0 +1,47 @@
+"""Shared fixtures: small MovieLens-format data, raw and prepared, in a temp folder."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from movielens_fixtures import write_ml100k_folder  # noqa: E402
+
+from deepfm.config import DataConfig, ExperimentConfig  # noqa: E402
+from deepfm.data.raw import parse_ml100k, write_raw  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def small_data_config(root: Path, **changes) -> DataConfig:
+    return replace(
+        DataConfig(raw_dir=str(root / "raw"), processed_dir=str(root / "processed")), **changes
+    )
+
+
+@pytest.fixture
+def raw_config(tmp_path) -> DataConfig:
+    """A DataConfig whose raw folder holds a small ml-100k (50 users, 60 movies, 2000 ratings)."""
+    data = small_data_config(tmp_path)
+    tables = parse_ml100k(write_ml100k_folder(tmp_path / "release"))
+    write_raw(tables, data.raw_path, data.dataset)
+    return data
+
+
+@pytest.fixture
+def small_config(raw_config) -> ExperimentConfig:
+    """The default experiment pointed at the small raw data (not yet prepared)."""
+    return replace(ExperimentConfig(), data=raw_config)

@@ -1,0 +1,119 @@
+"""Trainer: learns, is deterministic on CPU, resumes exactly, stops early on val AUC."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from deepfm.data.movielens import MovieLensAdapter
+from deepfm.models.registry import build_model
+from deepfm.training.metrics import roc_auc
+from deepfm.training.trainer import Trainer, make_optimizer
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def data(small_config):
+    return MovieLensAdapter(small_config.data).build()
+
+
+def fit(config, data, name="deepfm", **fit_args):
+    schema, train_ds, val_ds, _ = data
+    torch.manual_seed(config.train.seed)
+    model = build_model(name, schema, config)
+    trainer = Trainer(model, config.train, CPU)
+    return model, trainer.fit(train_ds, val_ds, **fit_args)
+
+
+def small_train(config, **changes):
+    return replace(config, train=replace(config.train, batch_size=128, **changes))
+
+
+def test_training_beats_chance_and_records_history(small_config, data):
+    config = small_train(small_config, max_epochs=4, patience=4, lr=0.01)
+    _, result = fit(config, data, "fm")
+    assert result.epochs_run == 4
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4]
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert result.best_val_auc == max(r.val_auc for r in result.history)
+    assert result.summary()["samples_per_second"] > 0
+
+
+def test_same_seed_same_weights_and_metrics(small_config, data):
+    config = small_train(small_config, max_epochs=2)
+    model_a, result_a = fit(config, data)
+    model_b, result_b = fit(config, data)
+    for (name, a), (_, b) in zip(
+        model_a.state_dict().items(), model_b.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert [r.val_auc for r in result_a.history] == [r.val_auc for r in result_b.history]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(small_config, data, tmp_path):
+    config = small_train(small_config, max_epochs=4, patience=4)
+    reference, reference_result = fit(config, data)
+
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def crash_after_epoch_2(record):
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data, checkpoint=checkpoint, run_key="k", on_epoch=crash_after_epoch_2)
+    assert checkpoint.is_file()
+    resumed, resumed_result = fit(config, data, checkpoint=checkpoint, run_key="k")
+    assert not checkpoint.exists()  # removed once training ends
+    for (name, a), (_, b) in zip(
+        reference.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert [r.val_auc for r in resumed_result.history] == [
+        r.val_auc for r in reference_result.history
+    ]
+
+
+def test_checkpoint_of_other_params_is_ignored(small_config, data, tmp_path):
+    config = small_train(small_config, max_epochs=2)
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def stop(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data, checkpoint=checkpoint, run_key="old", on_epoch=stop)
+    _, result = fit(config, data, checkpoint=checkpoint, run_key="new")
+    assert [r.epoch for r in result.history] == [1, 2]  # started over
+
+
+def test_early_stopping_restores_best_weights(small_config, data):
+    # A huge learning rate makes validation AUC fall after the first epochs.
+    config = small_train(small_config, max_epochs=10, patience=1, lr=0.5)
+    model, result = fit(config, data, "fm")
+    assert result.epochs_run == result.best_epoch + 1
+    _, _, val_ds, _ = data
+    trainer = Trainer(model, config.train, CPU)
+    assert roc_auc(val_ds.labels, trainer.predict_logits(val_ds)) == pytest.approx(
+        result.best_val_auc, abs=1e-12
+    )
+
+
+def test_embedding_tables_get_their_own_l2(small_config, data):
+    schema = data[0]
+    config = replace(
+        small_config, train=replace(small_config.train, embedding_l2=1e-4, weight_decay=1e-6)
+    )
+    model = build_model("deepfm", schema, config)
+    embedding_group, other_group = make_optimizer(model, config.train).param_groups
+    assert embedding_group["weight_decay"] == 1e-4 and other_group["weight_decay"] == 1e-6
+    tables = [
+        m.weight
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)
+    ]
+    assert {id(p) for p in embedding_group["params"]} == {id(p) for p in tables}
+    assert len(embedding_group["params"]) + len(other_group["params"]) == len(
+        list(model.parameters())
+    )
