@@ -59,7 +59,9 @@ def train(config: ExperimentConfig, name: str) -> TrainResult:
     ).hexdigest()
     model_dir, report_dir = Path("models") / name, Path("reports") / name
     model_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("training %s on %s: %d train / %d val rows", name, device, len(train_ds), len(val_ds))
+    logger.info(
+        "training %s on %s: %d train / %d val rows", name, device, len(train_ds), len(val_ds)
+    )
     result = Trainer(model, config.train, device).fit(
         train_ds, val_ds, checkpoint=model_dir / "checkpoint.pt", run_key=run_key
     )
@@ -68,8 +70,12 @@ def train(config: ExperimentConfig, name: str) -> TrainResult:
     with atomic.open_for_write(model_pt) as tmp:
         state = {key: value.cpu() for key, value in model.state_dict().items()}
         torch.save(
-            {"model": name, "state_dict": state, "schema": schema.to_dict(),
-             "config": config.to_dict()},
+            {
+                "model": name,
+                "state_dict": state,
+                "schema": schema.to_dict(),
+                "config": config.to_dict(),
+            },
             tmp,
         )
     atomic.write_text(report_dir / "history.csv", history_csv(result))
@@ -77,7 +83,9 @@ def train(config: ExperimentConfig, name: str) -> TrainResult:
 
     tags = tracking.default_tags(data_fingerprint=fingerprint, device=str(device))
     with tracking.RunTracker.start(
-        config.tracking.experiment_name, run_name=name, params=config.flat() | {"model": name},
+        config.tracking.experiment_name,
+        run_name=name,
+        params=config.flat() | {"model": name},
         tags=tags,
     ) as run:
         for record in result.history:

@@ -11,10 +11,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from movielens_fixtures import write_ml100k_folder  # noqa: E402
-
-from deepfm.config import DataConfig, ExperimentConfig  # noqa: E402
-from deepfm.data.raw import parse_ml100k, write_raw  # noqa: E402
+from deepfm.config import DataConfig, ExperimentConfig
+from deepfm.data.raw import parse_ml100k, write_raw
+from movielens_fixtures import write_ml100k_folder
 
 
 def pytest_collection_modifyitems(items):

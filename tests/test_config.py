@@ -62,7 +62,7 @@ def test_bad_values_name_the_key(values, message):
 
 
 def test_file_errors_name_the_file(tmp_path):
-    with pytest.raises(ConfigError, match="params file not found: .*missing.yaml"):
+    with pytest.raises(ConfigError, match=r"params file not found: .*missing.yaml"):
         ExperimentConfig.from_yaml(tmp_path / "missing.yaml")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({"train": {"patience": 0}}))

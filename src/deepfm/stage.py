@@ -7,13 +7,15 @@ import logging
 import sys
 from collections.abc import Callable
 
-from deepfm.config import ExperimentConfig
+from deepfm.config import ConfigError, ExperimentConfig
+from deepfm.data.raw import RawDataError
+from deepfm.data.sources import DownloadError
+from deepfm.tracking import TrackingError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-
-class StageError(Exception):
-    """A failure whose message is the whole story: shown without a traceback."""
+# Failures a user can fix; their message names the file, key or source at fault.
+USER_ERRORS = (ConfigError, RawDataError, DownloadError, TrackingError, FileNotFoundError)
 
 
 def run_stage(
@@ -23,15 +25,17 @@ def run_stage(
 ) -> None:
     """Parse `--params` (and the stage's own arguments), configure logging, run `main`.
 
-    Errors a user can fix (bad params, bad data, no source) end the process with
-    exit code 1 and one line naming the problem, not a traceback.
+    A user error ends the process with exit code 1 and one line naming the
+    problem instead of a traceback; anything else is a bug and keeps its traceback.
     """
     parser = parser or argparse.ArgumentParser()
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--params", default="params.yaml", help="params file (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
         main(ExperimentConfig.from_yaml(args.params), args)
-    except (StageError, ValueError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
         logging.getLogger("deepfm").error("%s", err)
         sys.exit(1)

