@@ -1,0 +1,70 @@
+"""AutoInt-style multi-head self-attention across fields."""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """One self-attention layer over fields: every field attends to every field, then ReLU.
+
+    Queries, keys and values come from one bias-free projection and heads are a reshape, so all
+    heads are computed at once; scores are scaled by `1 / sqrt(head_dim)`. Each sample's
+    attention is only `F x F`, far too small for a matrix multiply per sample, so the layer
+    works with the batch as the innermost dimension, `(D, F, B)`, where every step is one
+    vectorised elementwise product or sum over all samples. The layer has no notion of field
+    order: permuting the input fields permutes the output rows the same way.
+
+    Args:
+        input_dim: width `D` of each input field vector.
+        output_dim: width `D'` of each output field vector; `num_heads` must divide it.
+        num_heads: attention heads, each of width `output_dim // num_heads`.
+        residual: add the input to the attended values before the ReLU, through a bias-free
+            projection when `input_dim != output_dim`.
+
+    Shapes:
+        - input: `fields (B, F, D)`.
+        - output: `(B, F, D')`, a permuted view of a `(D', F, B)` tensor (what the next layer
+          wants); call `.contiguous()` if you need row-major memory.
+
+    Example::
+
+        attention = MultiHeadSelfAttention(16, 32, num_heads=2)
+        outputs = attention(torch.randn(32, 7, 16))  # (32, 7, 32)
+    """
+
+    def __init__(
+        self, input_dim: int, output_dim: int, num_heads: int, residual: bool = True
+    ) -> None:
+        super().__init__()
+        if output_dim % num_heads:
+            raise ValueError(
+                f"attention output_dim {output_dim} is not divisible by num_heads {num_heads}"
+            )
+        self.num_heads = num_heads
+        self.scale = 1 / math.sqrt(output_dim // num_heads)
+        self.query_key_value = nn.Linear(input_dim, 3 * output_dim, bias=False)
+        self.residual: nn.Module | None = None
+        if residual:
+            self.residual = (
+                nn.Identity()
+                if input_dim == output_dim
+                else nn.Linear(input_dim, output_dim, bias=False)
+            )
+
+    def forward(self, fields: Tensor) -> Tensor:
+        batch_size, num_fields, input_dim = fields.shape
+        features = fields.permute(2, 1, 0).reshape(input_dim, num_fields * batch_size)  # (D, F*B)
+        query, key, value = (self.query_key_value.weight @ features).view(
+            3, self.num_heads, -1, num_fields, batch_size
+        )  # each (heads, head_dim, F, B)
+        scores = (query.unsqueeze(3) * key.unsqueeze(2)).sum(dim=1) * self.scale  # (heads, F, F, B)
+        weights = scores.softmax(dim=2)  # over the attended (key) fields
+        attended = (weights.unsqueeze(1) * value.unsqueeze(2)).sum(dim=3)  # (heads, head_dim, F, B)
+        outputs = attended.reshape(-1, num_fields * batch_size)  # (D', F*B)
+        if self.residual is not None:
+            outputs = outputs + self.residual(features.t()).t()
+        return F.relu(outputs).view(-1, num_fields, batch_size).permute(2, 1, 0)  # (B, F, D')

@@ -1,0 +1,40 @@
+"""Feed-forward tower: ReLU hidden layers ending in one logit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """`Linear -> ReLU (-> Dropout)` for each hidden width, then `Linear` to one logit.
+
+    Args:
+        input_dim: width of the input.
+        hidden_units: width of each hidden layer, in order; empty gives a linear model.
+        dropout: dropout probability after each hidden ReLU; 0 adds no dropout layers.
+
+    Shapes:
+        - input: `(B, input_dim)`.
+        - output: `(B, 1)`.
+
+    Example::
+
+        mlp = MLP(64, hidden_units=(256, 128), dropout=0.1)
+        logit = mlp(torch.randn(32, 64))  # (32, 1)
+    """
+
+    def __init__(self, input_dim: int, hidden_units: Sequence[int], dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden_units:
+            layers += [nn.Linear(input_dim, width), nn.ReLU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            input_dim = width
+        layers.append(nn.Linear(input_dim, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.layers(inputs)

@@ -1,0 +1,223 @@
+"""Tracking against real SQLite stores in temporary folders; no network."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from deepfm.tracking import (
+    RunTracker,
+    TrackingError,
+    check_tracking_server,
+    default_tags,
+    tracking_uri,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SQLite tracking URI in a temporary folder, set as MLFLOW_TRACKING_URI meanwhile."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+def test_tracking_uri_is_sqlite_in_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
+    assert tracking_uri() == f"sqlite:///{tmp_path.resolve()}/repo/mlflow.db"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking_uri() == "http://tracking.example:5000"
+
+
+def test_run_records_params_metrics_artifacts_and_tags(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lynx")
+    (tmp_path / "history.csv").write_text("epoch,train_loss\n1,0.6\n")
+    (tmp_path / "vocab").mkdir()
+    (tmp_path / "vocab" / "gender.parquet").write_bytes(b"not really parquet")
+    tags = default_tags(data_fingerprint="abc123", device="cpu")
+
+    with RunTracker.start("tracking-test", "fm", {"train.lr": 0.001, "model": "fm"}, tags) as run:
+        for step, loss in enumerate([0.6, 0.5, 0.45], start=1):
+            run.log_epoch({"train_loss": loss, "val_auc": 0.7 + step / 100}, step=step)
+        run.log_metrics({"best_val_auc": 0.73})
+        run.log_artifact(tmp_path / "history.csv")
+        run.log_artifact(tmp_path / "vocab")
+        run.log_artifact(tmp_path / "history.csv", "reports")
+        with pytest.raises(FileNotFoundError, match="missing"):
+            run.log_artifact(tmp_path / "missing.csv")
+
+    client = MlflowClient(store)
+    logged = client.get_run(run.run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.info.run_name == "fm"
+    assert logged.data.params == {"train.lr": "0.001", "model": "fm"}
+    history = client.get_metric_history(run.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.6), (2, 0.5), (3, 0.45)]
+    assert logged.data.metrics["best_val_auc"] == 0.73
+    assert logged.data.tags["dvc_experiment"] == "brisk-lynx"
+    assert logged.data.tags["data_fingerprint"] == "abc123"
+    assert logged.data.tags["device"] == "cpu"
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", logged.data.tags["git_commit"])
+    assert logged.data.tags["torch_version"]
+    artifacts = {a.path for a in client.list_artifacts(run.run_id)}
+    assert artifacts == {"history.csv", "vocab", "reports"}
+    assert [a.path for a in client.list_artifacts(run.run_id, "vocab")] == ["vocab/gender.parquet"]
+    assert [a.path for a in client.list_artifacts(run.run_id, "reports")] == ["reports/history.csv"]
+    # Artifacts live in mlartifacts/ beside the database, never in a ./mlruns file store.
+    database = Path(store.removeprefix("sqlite:///"))
+    experiment = client.get_experiment(logged.info.experiment_id)
+    assert experiment.artifact_location == (database.parent / "mlartifacts").as_uri()
+    assert logged.info.artifact_uri.startswith(experiment.artifact_location)
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_resume_adds_to_the_same_run(store: str, tmp_path: Path) -> None:
+    with RunTracker.start("tracking-test", "dnn", {"model": "dnn"}, {}) as run:
+        run.log_epoch({"val_auc": 0.7}, step=1)
+    (tmp_path / "roc.png").write_bytes(b"png")
+
+    with RunTracker.resume(run.run_id) as resumed:
+        resumed.log_metrics({"test_auc": 0.75})
+        resumed.log_artifact(tmp_path / "roc.png", "figures")
+
+    client = MlflowClient(store)
+    logged = client.get_run(run.run_id)
+    assert resumed.run_id == run.run_id
+    assert logged.info.status == "FINISHED"
+    assert logged.data.metrics == {"val_auc": 0.7, "test_auc": 0.75}
+    assert [a.path for a in client.list_artifacts(run.run_id, "figures")] == ["figures/roc.png"]
+    experiment = client.get_experiment_by_name("tracking-test")
+    runs = client.search_runs([experiment.experiment_id], "attributes.run_name = 'dnn'")
+    assert len(runs) == 1
+
+
+def test_run_that_raises_is_marked_failed(store: str) -> None:
+    with pytest.raises(RuntimeError, match="diverged"):  # noqa: SIM117
+        with RunTracker.start("tracking-test", "xdeepfm", {}, {}) as run:
+            raise RuntimeError("loss diverged")
+
+    assert MlflowClient(store).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_default_tags_leave_out_dvc_experiment_outside_dvc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+
+    tags = default_tags(data_fingerprint="abc123", device="cuda:0")
+
+    assert set(tags) == {"git_commit", "data_fingerprint", "device", "torch_version"}
+
+
+def test_closed_port_fails_fast_naming_the_uri() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=re.escape(uri)):
+        check_tracking_server(uri)
+    assert time.monotonic() - started < 3
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_server_health_check_on_a_local_server() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        check_tracking_server(uri)
+        check_tracking_server(f"{uri}/")
+        with pytest.raises(TrackingError, match="HTTP 404"):
+            check_tracking_server(f"{uri}/not-mlflow")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_non_http_stores_are_not_checked() -> None:
+    check_tracking_server("sqlite:////nonexistent/folder/mlflow.db")
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from deepfm.tracking import RunTracker
+
+ready, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+ready.touch()
+while not go.exists():
+    time.sleep(0.005)
+with RunTracker.start("concurrent", name, {"worker": name}, {}) as run:
+    for step in range(25):
+        run.log_epoch({"loss": 1.0 / (step + 1), "auc": step / 25}, step=step)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_new_sqlite_store(tmp_path: Path) -> None:
+    """Both start at the same moment on a store that does not exist yet, and both finish."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    go = tmp_path / "go"
+    names = ["worker-a", "worker-b"]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path / f"{name}.ready"), str(go), name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"{name}.ready").exists() for name in names):
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.01)
+    go.touch()
+    results = [worker.communicate(timeout=120) for worker in workers]
+
+    for worker, (_, stderr) in zip(workers, results, strict=True):
+        assert worker.returncode == 0, stderr
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("concurrent")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name for run in runs) == names
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == 25
