@@ -23,9 +23,9 @@ from deepfm import atomic, tracking
 from deepfm.config import ExperimentConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import raw_feature_frame
-from deepfm.data.raw import read_raw
+from deepfm.data.raw import FINGERPRINT_FILE, read_raw
 from deepfm.data.schema import Schema
-from deepfm.models.registry import build_model
+from deepfm.models.registry import build_model, save_model
 from deepfm.stage import run_stage
 from deepfm.training.trainer import Trainer, TrainResult, resolve_device
 
@@ -47,7 +47,7 @@ def train(config: ExperimentConfig, name: str) -> TrainResult:
     train_ds = CTRDataset.from_parquet(processed / "train.parquet", schema)
     val_ds = CTRDataset.from_parquet(processed / "val.parquet", schema)
     raw = read_raw(config.data.raw_path)
-    fingerprint = raw.fingerprint()
+    fingerprint = json.loads((config.data.raw_path / FINGERPRINT_FILE).read_text())["fingerprint"]
     uri = tracking.tracking_uri()
     tracking.check_tracking_server(uri)
 
@@ -67,17 +67,7 @@ def train(config: ExperimentConfig, name: str) -> TrainResult:
     )
 
     model_pt = model_dir / "model.pt"
-    with atomic.open_for_write(model_pt) as tmp:
-        state = {key: value.cpu() for key, value in model.state_dict().items()}
-        torch.save(
-            {
-                "model": name,
-                "state_dict": state,
-                "schema": schema.to_dict(),
-                "config": config.to_dict(),
-            },
-            tmp,
-        )
+    save_model(model_pt, name, model, schema, config)
     atomic.write_text(report_dir / "history.csv", history_csv(result))
     atomic.write_text(report_dir / "train.json", json.dumps(result.summary(), indent=2) + "\n")
 

@@ -19,11 +19,10 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from deepfm.config import ExperimentConfig
 from deepfm.data.dataset import Batch
 from deepfm.data.features import Vocabulary, age_bucket, encode_lists, zip_prefix
 from deepfm.data.schema import Schema
-from deepfm.models.registry import build_model
+from deepfm.models.registry import load_model
 
 RAW_COLUMNS = ("user_id", "movie_id", "gender", "age", "occupation", "zip_code", "genres")
 PREDICT_BATCH_SIZE = 65_536
@@ -100,16 +99,13 @@ class CTRPredictor:
     @classmethod
     def from_files(cls, model_pt: Path, vocab_dir: Path) -> CTRPredictor:
         """Rebuild the model saved by `train` (`model.pt`) and read `vocab/<field>.parquet`."""
-        saved = torch.load(model_pt, map_location="cpu", weights_only=True)
-        schema = Schema.from_dict(saved["schema"])
-        config = ExperimentConfig.from_dict(saved["config"])
-        model = build_model(saved["model"], schema, config)
-        model.load_state_dict(saved["state_dict"])
+        saved = load_model(model_pt)
         vocabs = {
             name: Vocabulary.from_arrow(pq.read_table(vocab_dir / f"{name}.parquet"))
-            for name in schema.fields
+            for name in saved.schema.fields
         }
-        return cls(model, RawFeatureEncoder(schema, vocabs, config.feature.zip_prefix_len))
+        encoder = RawFeatureEncoder(saved.schema, vocabs, saved.config.feature.zip_prefix_len)
+        return cls(saved.model, encoder)
 
     @torch.inference_mode()
     def predict(self, frame: pd.DataFrame) -> np.ndarray:

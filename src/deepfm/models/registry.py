@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import torch
 from torch import nn
 
+from deepfm import atomic
 from deepfm.config import ExperimentConfig
 from deepfm.data.schema import Schema
 from deepfm.models.attention_deepfm import AttentionDeepFM
@@ -30,3 +33,38 @@ def build_model(name: str, schema: Schema, config: ExperimentConfig) -> nn.Modul
     section = getattr(config.model, name)
     options = {field.name: getattr(section, field.name) for field in dataclasses.fields(section)}
     return MODELS[name](schema, fm_embed_dim=config.feature.fm_embed_dim, **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedModel:
+    """What `models/<name>/model.pt` holds, rebuilt: the model and what it was built from."""
+
+    name: str
+    model: nn.Module
+    schema: Schema
+    config: ExperimentConfig
+
+
+def save_model(
+    path: Path, name: str, model: nn.Module, schema: Schema, config: ExperimentConfig
+) -> None:
+    """Write state dict, schema and config atomically; `torch.load(weights_only=True)` reads it."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    payload = {
+        "model": name,
+        "state_dict": state,
+        "schema": schema.to_dict(),
+        "config": config.to_dict(),
+    }
+    with atomic.open_for_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: Path) -> SavedModel:
+    """Rebuild a saved model from its file alone (no pickled code is executed)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    schema = Schema.from_dict(saved["schema"])
+    config = ExperimentConfig.from_dict(saved["config"])
+    model = build_model(saved["model"], schema, config)
+    model.load_state_dict(saved["state_dict"])
+    return SavedModel(saved["model"], model.eval(), schema, config)
