@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every GPU check in one call, for a session lent a CUDA machine (see docs/benchmarks.md):
+#   1. the CUDA-marked tests (skipped everywhere else),
+#   2. training samples/s of each model at batch 1024 and 65,536 on 10M synthetic rows with
+#      ml-25m-like cardinalities, through the real Trainer (bf16 autocast, fused Adam).
+# Usage (repo root, venv installed from requirements.txt):  bash bench/gpu_check.sh
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+
+echo "--- CUDA tests"
+python -m pytest -q -m cuda tests
+
+echo "--- training throughput"
+python bench/bench_models.py --device cuda --schema ml-25m --rows 10000000 \
+  --batch-sizes 1024 65536 --epochs 1
