@@ -32,7 +32,7 @@ def test_partial_file_keeps_other_defaults(tmp_path):
 def test_flat_params_cover_every_leaf():
     flat = ExperimentConfig().flat()
     assert flat["train.lr"] == 1e-3
-    assert flat["model.xdeepfm.cin_layer_sizes"] == [64, 64, 64]
+    assert flat["model.xdeepfm.cin_layer_sizes"] == [16, 16]
     assert flat["data.split_ratios"] == [0.8, 0.1, 0.1]
 
 

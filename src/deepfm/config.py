@@ -106,7 +106,7 @@ class DeepFMConfig:
 
 @dataclass(frozen=True)
 class XDeepFMConfig:
-    cin_layer_sizes: tuple[int, ...] = (64, 64, 64)
+    cin_layer_sizes: tuple[int, ...] = (16, 16)
     cin_split_half: bool = True
     hidden_units: tuple[int, ...] = (256, 128)
     dropout: float = 0.0
@@ -145,7 +145,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     embedding_l2: float = 0.0
-    patience: int = 2
+    patience: int = 3
     seed: int = 42
 
     def __post_init__(self) -> None:

@@ -38,7 +38,7 @@ class XDeepFM(nn.Module):
         self,
         schema: Schema,
         fm_embed_dim: int = 16,
-        cin_layer_sizes: Sequence[int] = (64, 64, 64),
+        cin_layer_sizes: Sequence[int] = (16, 16),
         cin_split_half: bool = True,
         hidden_units: Sequence[int] = (256, 128),
         dropout: float = 0.0,
