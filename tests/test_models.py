@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 import torch
 from torch import Tensor, nn
 
-from deepfm.config import ExperimentConfig, ModelConfig
+from deepfm.config import ExperimentConfig, FeatureConfig, ModelConfig
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
 from deepfm.models.registry import MODELS, build_model
 
@@ -68,6 +71,15 @@ def test_model_outputs_one_logit_per_row(name: str) -> None:
     logits = model(covering_batch(SCHEMA, torch.Generator().manual_seed(0)))
     assert logits.shape == (BATCH_SIZE,)
     assert logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ModelConfig.names())
+def test_constructor_defaults_match_the_config(name: str) -> None:
+    section = getattr(ModelConfig(), name)
+    parameters = inspect.signature(MODELS[name]).parameters
+    expected = {"fm_embed_dim": FeatureConfig().fm_embed_dim}
+    expected |= {field.name: getattr(section, field.name) for field in dataclasses.fields(section)}
+    assert {key: parameters[key].default for key in list(parameters)[1:]} == expected
 
 
 def test_registry_passes_the_config_section() -> None:
