@@ -221,3 +221,14 @@ def test_two_processes_share_a_new_sqlite_store(tmp_path: Path) -> None:
     for run in runs:
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 25
+
+
+def test_only_tracking_imports_mlflow():
+    """One place knows MLflow: every other module of the package stays free of it."""
+    package = Path(__file__).resolve().parents[1] / "src" / "deepfm"
+    importers = {
+        path.relative_to(package).as_posix()
+        for path in package.rglob("*.py")
+        if re.search(r"^\s*(import mlflow|from mlflow)", path.read_text(), re.M)
+    }
+    assert importers == {"tracking.py"}

@@ -1,17 +1,13 @@
 """Serving on raw features: encode them as `prepare` did, then score with a trained model.
 
-`CTRPyfunc` is the MLflow model `RunTracker.log_model` logs; it takes a DataFrame of raw
-columns (`RAW_COLUMNS`) and returns click probabilities:
-
-    mlflow models predict -m runs:/<run_id>/model -i example.json --env-manager local
+`CTRPredictor` takes a DataFrame of raw columns (`RAW_COLUMNS`) and returns click
+probabilities; `deepfm.tracking.CTRPyfunc` wraps it as the MLflow model of each run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -116,22 +112,3 @@ class CTRPredictor:
             logits = self.model(self.encoder.encode(frame.iloc[start:stop]))
             probabilities[start:stop] = torch.sigmoid(logits).numpy()
         return probabilities
-
-
-class CTRPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc model; artifacts `model` (model.pt) and `vocab` (the vocab folder)."""
-
-    predictor: CTRPredictor
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        self.predictor = CTRPredictor.from_files(
-            Path(context.artifacts["model"]), Path(context.artifacts["vocab"])
-        )
-
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> np.ndarray:
-        return self.predictor.predict(model_input)

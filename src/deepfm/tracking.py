@@ -1,9 +1,9 @@
 """MLflow tracking: where runs are stored, and one run's params, metrics, artifacts and model.
 
-Besides `deepfm.serving` (whose model class MLflow itself defines), this is the only
-module that imports mlflow. Runs go to `MLFLOW_TRACKING_URI` when it is set, else to
-the SQLite store `mlflow.db` in the project root, with artifacts in `mlartifacts/`
-beside it; never to the deprecated `./mlruns` file store.
+This is the only module that imports mlflow (`CTRPyfunc`, the logged model, lives here
+too). Runs go to `MLFLOW_TRACKING_URI` when it is set, else to the SQLite store
+`mlflow.db` in the project root, with artifacts in `mlartifacts/` beside it; never to
+the deprecated `./mlruns` file store.
 
 Example::
 
@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
@@ -37,7 +38,7 @@ from mlflow.models import infer_signature
 from sqlalchemy.engine import make_url
 
 import deepfm
-from deepfm.serving import SERVING_PACKAGES, CTRPredictor, CTRPyfunc
+from deepfm.serving import SERVING_PACKAGES, CTRPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -246,3 +247,22 @@ def _git_commit() -> str:
     except FileNotFoundError:
         return "unknown"
     return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+class CTRPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc model; artifacts `model` (model.pt) and `vocab` (the vocab folder)."""
+
+    predictor: CTRPredictor
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.predictor = CTRPredictor.from_files(
+            Path(context.artifacts["model"]), Path(context.artifacts["vocab"])
+        )
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
+        return self.predictor.predict(model_input)
