@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from deepfm import atomic, tracking
-from deepfm.config import ExperimentConfig
+from deepfm.config import ConfigError, ExperimentConfig, ModelConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import raw_feature_frame
 from deepfm.data.raw import FINGERPRINT_FILE, read_raw
@@ -42,6 +42,9 @@ def history_csv(result: TrainResult) -> str:
 
 
 def train(config: ExperimentConfig, name: str) -> TrainResult:
+    if name not in ModelConfig.names():
+        valid = list(ModelConfig.names())
+        raise ConfigError(f"--model {name!r} is not a model; choose from {valid}")
     processed = config.data.processed_path
     schema = Schema.load(processed / "schema.json")
     train_ds = CTRDataset.from_parquet(processed / "train.parquet", schema)
