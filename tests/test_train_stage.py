@@ -94,6 +94,7 @@ def test_train_stage_writes_outputs_and_one_complete_run(workspace, tmp_path, mo
     assert run.data.tags["torch_version"] == torch.__version__
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"schema.json", "vocab", "history.csv"} <= artifacts
+    mlflow.set_tracking_uri(uri)  # earlier tests in this process may have pointed it elsewhere
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     assert model.metadata.get_input_schema().input_names()[:2] == ["user_id", "movie_id"]
     assert not (workspace / "mlruns").exists()
