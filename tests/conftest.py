@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from deepfm.config import DataConfig, ExperimentConfig
+from deepfm.data.prepare import prepare
 from deepfm.data.raw import parse_ml100k, write_raw
 from movielens_fixtures import write_ml100k_folder
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items):
@@ -44,3 +48,21 @@ def raw_config(tmp_path) -> DataConfig:
 def small_config(raw_config) -> ExperimentConfig:
     """The default experiment pointed at the small raw data (not yet prepared)."""
     return replace(ExperimentConfig(), data=raw_config)
+
+
+@pytest.fixture
+def workspace(tmp_path, small_config) -> Path:
+    """A project folder like the repo's: params.yaml (deepfm only, 2 epochs, batch 256)
+    and the small data, raw and prepared, under data/. Stage scripts run with it as cwd."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    Path(small_config.data.raw_dir).rename(work / "data" / "raw")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(models=["deepfm"], max_epochs=2, batch_size=256)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    config = ExperimentConfig.from_yaml(work / "params.yaml")
+    data = replace(
+        config.data, raw_dir=str(work / "data/raw"), processed_dir=str(work / "data/processed")
+    )
+    prepare(data, config.feature)
+    return work

@@ -4,21 +4,17 @@ import csv
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
-import yaml
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from deepfm import evaluation
-from deepfm.config import ExperimentConfig
 from deepfm.data.dataset import CTRDataset
-from deepfm.data.prepare import prepare
 from deepfm.models.registry import load_model
 from deepfm.training.metrics import log_loss, roc_auc
 
@@ -131,23 +127,6 @@ def test_ece_hand_cases():
     inverted = torch.tensor([0.05, 0.05, 0.95, 0.95])
     wrong = torch.tensor([1.0, 1.0, 0.0, 0.0])
     assert evaluation.expected_calibration_error(wrong, inverted) == pytest.approx(0.95)
-
-
-@pytest.fixture
-def workspace(tmp_path, small_config):
-    """A project folder with params.yaml and the small data prepared (as test_train_stage)."""
-    work = tmp_path / "work"
-    (work / "data").mkdir(parents=True)
-    Path(small_config.data.raw_dir).rename(work / "data" / "raw")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(models=["deepfm"], max_epochs=2, batch_size=256)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    config = ExperimentConfig.from_yaml(work / "params.yaml")
-    data = replace(
-        config.data, raw_dir=str(work / "data/raw"), processed_dir=str(work / "data/processed")
-    )
-    prepare(data, config.feature)
-    return work
 
 
 def run_script(work: Path, script: str) -> None:

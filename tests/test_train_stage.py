@@ -4,38 +4,17 @@ import csv
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
-import yaml
 
-from deepfm.config import ExperimentConfig
 from deepfm.data.dataset import CTRDataset
-from deepfm.data.prepare import prepare
 from deepfm.models.registry import load_model
 from deepfm.training.metrics import roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def workspace(tmp_path, small_config):
-    """A project folder: params.yaml, data/raw and data/processed for the small data."""
-    work = tmp_path / "work"
-    (work / "data").mkdir(parents=True)
-    Path(small_config.data.raw_dir).rename(work / "data" / "raw")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(models=["deepfm"], max_epochs=2, batch_size=256)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    config = ExperimentConfig.from_yaml(work / "params.yaml")
-    data = replace(
-        config.data, raw_dir=str(work / "data/raw"), processed_dir=str(work / "data/processed")
-    )
-    prepare(data, config.feature)
-    return work
 
 
 @pytest.mark.slow
