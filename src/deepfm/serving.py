@@ -26,6 +26,10 @@ PREDICT_BATCH_SIZE = 65_536
 SERVING_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pyyaml", "cloudpickle")
 
 
+class ServingError(ValueError):
+    """Input a model cannot score, or a model and vocabularies that do not belong together."""
+
+
 class RawFeatureEncoder:
     """Raw columns -> the index tensors a model takes, with the prepare-time transforms.
 
@@ -46,18 +50,24 @@ class RawFeatureEncoder:
     def __init__(self, schema: Schema, vocabs: dict[str, Vocabulary], zip_prefix_len: int) -> None:
         missing = [name for name in schema.fields if name not in vocabs]
         if missing:
-            raise ValueError(f"no vocabulary for schema field(s) {missing}")
+            raise ServingError(f"no vocabulary for schema field(s) {missing}")
         self.schema = schema
         self.vocabs = vocabs
         self.zip_prefix_len = zip_prefix_len
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        """The raw columns every input frame must have."""
+        return RAW_COLUMNS
 
     def encode(self, frame: pd.DataFrame) -> Batch:
         """One int64 tensor per schema field: `(B,)`, or `(B, max_len)` for genres."""
         missing = [column for column in RAW_COLUMNS if column not in frame.columns]
         if missing:
-            raise ValueError(
+            raise ServingError(
                 f"missing raw feature column(s) {missing}; expected {list(RAW_COLUMNS)}"
             )
+        self._check_kinds(frame)
         ages = pd.to_numeric(frame["age"], errors="coerce")
         raw_values = {
             "user_id": frame["user_id"],
@@ -76,11 +86,38 @@ class RawFeatureEncoder:
             batch[name] = torch.from_numpy(indices.astype(np.int64))
         return batch
 
+    def _check_kinds(self, frame: pd.DataFrame) -> None:
+        """Numbers where the vocabulary holds numbers, text where it holds text.
+
+        A wrong kind would silently turn every value into OOV, so it is an error;
+        an all-null column is fine (all OOV, as documented).
+        """
+        expected = {"age": "numbers"} | {
+            column: "numbers"
+            if pd.api.types.is_numeric_dtype(self.vocabs[column].values)
+            else "text"
+            for column in ("user_id", "movie_id", "gender", "occupation")
+            if column in self.vocabs
+        }
+        for column, kind in expected.items():
+            values = frame[column]
+            if values.isna().all():
+                continue
+            is_text = pd.api.types.is_string_dtype(values)
+            is_number = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(
+                values
+            )
+            if (kind == "numbers" and not is_number) or (kind == "text" and not is_text):
+                raise ServingError(
+                    f"column {column!r} must hold {kind}, not {values.dtype} values "
+                    f"(e.g. {values.dropna().iloc[0]!r})"
+                )
+
     def _encode_genres(self, genres: pd.Series, max_len: int) -> np.ndarray:
         try:
             lists = pa.array(genres, type=pa.list_(pa.string()))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            raise ValueError(f"column 'genres' must hold lists of genre names: {err}") from err
+            raise ServingError(f"column 'genres' must hold lists of genre names: {err}") from err
         values = pd.Series(lists.flatten().to_numpy(zero_copy_only=False))
         return encode_lists(lists.offsets.to_numpy(), values, self.vocabs["genres"], max_len)
 
@@ -93,13 +130,27 @@ class CTRPredictor:
         self.encoder = encoder
 
     @classmethod
-    def from_files(cls, model_pt: Path, vocab_dir: Path) -> CTRPredictor:
-        """Rebuild the model saved by `train` (`model.pt`) and read `vocab/<field>.parquet`."""
+    def from_files(cls, model_pt: Path, vocab_dir: Path | None = None) -> CTRPredictor:
+        """Rebuild the model saved by `train` (`model.pt`) and read `vocab/<field>.parquet`.
+
+        `vocab_dir` defaults to the prepared data the model was trained on
+        (`<data.processed_dir>/<data.dataset>/vocab`, relative to the project root).
+        Vocabularies of another size than the model's tables are an error.
+        """
         saved = load_model(model_pt)
-        vocabs = {
-            name: Vocabulary.from_arrow(pq.read_table(vocab_dir / f"{name}.parquet"))
-            for name in saved.schema.fields
-        }
+        vocab_dir = vocab_dir or saved.config.data.processed_path / "vocab"
+        vocabs = {}
+        for name, spec in saved.schema.fields.items():
+            path = vocab_dir / f"{name}.parquet"
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: vocabulary of field {name!r} not found")
+            vocabs[name] = Vocabulary.from_arrow(pq.read_table(path))
+            if vocabs[name].size != spec.vocabulary_size:
+                raise ServingError(
+                    f"{path} has {vocabs[name].size} indices but {model_pt} has "
+                    f"{spec.vocabulary_size} for {name!r}: the vocabularies are from another "
+                    "prepare run than the model"
+                )
         encoder = RawFeatureEncoder(saved.schema, vocabs, saved.config.feature.zip_prefix_len)
         return cls(saved.model, encoder)
 
