@@ -2,7 +2,9 @@
 # Every GPU check in one call, for a session lent a CUDA machine (see docs/benchmarks.md):
 #   1. the CUDA-marked tests (skipped everywhere else),
 #   2. training samples/s of each model at batch 1024 and 65,536 on 10M synthetic rows with
-#      ml-25m-like cardinalities, through the real Trainer (bf16 autocast, fused Adam).
+#      ml-25m-like cardinalities, through the real Trainer (bf16 autocast, fused Adam),
+#   3. run-to-run determinism: two identical short trainings of each model, and the largest
+#      difference between their weights and val AUCs (0 on the CPU; see docs/reliability.md).
 # Usage (repo root, venv installed from requirements.txt):  bash bench/gpu_check.sh
 set -euo pipefail
 export PYTHONUNBUFFERED=1
@@ -15,3 +17,6 @@ python -m pytest -q -m cuda tests
 echo "--- training throughput"
 python bench/bench_models.py --device cuda --schema ml-25m --rows 10000000 \
   --batch-sizes 1024 65536 --epochs 1
+
+echo "--- determinism: two identical trainings per model"
+python bench/determinism.py --device cuda

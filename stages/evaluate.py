@@ -1,7 +1,7 @@
 """DVC stage `evaluate@<model>`: score the test split with the trained model.
 
-Writes `reports/<model>/metrics.json` (test AUC, logloss, accuracy at 0.5, predicted vs
-actual positive rate, ECE over 10 bins, parameter count) and the curves `roc.csv`,
+Writes `reports/models/<model>/metrics.json` (test AUC, logloss, accuracy at 0.5,
+predicted vs actual positive rate, ECE over 10 bins, parameter count) and the curves `roc.csv`,
 `pr.csv`, `calibration.csv` beside it; adds the `test_*` metrics and `roc.png`, `pr.png`,
 `calibration.png` to the model's MLflow run from `models/<model>/run.json`.
 """
@@ -76,7 +76,7 @@ def save_figure(
 
 
 def evaluate(config: ExperimentConfig, name: str) -> dict[str, float]:
-    model_dir, report_dir = Path("models") / name, Path("reports") / name
+    model_dir, report_dir = Path("models") / name, Path("reports/models") / name
     saved = load_model(model_dir / "model.pt")
     if saved.name != name:
         raise ConfigError(f"{model_dir / 'model.pt'} holds model {saved.name!r}, not {name!r}")

@@ -1,6 +1,6 @@
 """DVC stage `leaderboard`: every model in `train.models` side by side, best test AUC first.
 
-Reads `reports/<model>/metrics.json` (evaluate) and `reports/<model>/train.json` (train);
+Reads `reports/models/<model>/metrics.json` (evaluate) and `.../train.json` (train);
 writes `reports/leaderboard.json` (a list of rows) and `reports/leaderboard.md` (a table).
 """
 
@@ -16,6 +16,7 @@ from deepfm.config import ExperimentConfig
 from deepfm.stage import run_stage
 
 REPORTS = Path("reports")
+MODEL_REPORTS = REPORTS / "models"
 COLUMNS = {
     "model": "model",
     "test_auc": "test AUC",
@@ -30,8 +31,8 @@ def leaderboard_rows(models: list[str]) -> list[dict[str, Any]]:
     """One row per model, sorted by test AUC, highest first."""
     rows = []
     for name in models:
-        test = json.loads((REPORTS / name / "metrics.json").read_text())
-        train = json.loads((REPORTS / name / "train.json").read_text())
+        test = json.loads((MODEL_REPORTS / name / "metrics.json").read_text())
+        train = json.loads((MODEL_REPORTS / name / "train.json").read_text())
         rows.append(
             {
                 "model": name,

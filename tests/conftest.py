@@ -50,13 +50,11 @@ def small_config(raw_config) -> ExperimentConfig:
     return replace(ExperimentConfig(), data=raw_config)
 
 
-@pytest.fixture
-def workspace(tmp_path, small_config) -> Path:
+def make_workspace(work: Path, raw_dir: Path) -> Path:
     """A project folder like the repo's: params.yaml (deepfm only, 2 epochs, batch 256)
-    and the small data, raw and prepared, under data/. Stage scripts run with it as cwd."""
-    work = tmp_path / "work"
+    and the small data, raw (moved in from `raw_dir`) and prepared, under data/."""
     (work / "data").mkdir(parents=True)
-    Path(small_config.data.raw_dir).rename(work / "data" / "raw")
+    raw_dir.rename(work / "data" / "raw")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"].update(models=["deepfm"], max_epochs=2, batch_size=256)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
@@ -66,3 +64,9 @@ def workspace(tmp_path, small_config) -> Path:
     )
     prepare(data, config.feature)
     return work
+
+
+@pytest.fixture
+def workspace(tmp_path, small_config) -> Path:
+    """`make_workspace` in a temp folder. Stage scripts run with it as cwd."""
+    return make_workspace(tmp_path / "work", Path(small_config.data.raw_dir))

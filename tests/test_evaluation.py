@@ -155,7 +155,7 @@ def test_evaluate_stage_writes_reports_and_adds_to_the_training_run(
     with torch.no_grad():
         logits = saved.model(test.batch(torch.arange(len(test)))[0]).double()
     probabilities = torch.sigmoid(logits)
-    report = json.loads((workspace / "reports/deepfm/metrics.json").read_text())
+    report = json.loads((workspace / "reports/models/deepfm/metrics.json").read_text())
     expected = {
         "test_auc": roc_auc(test.labels, logits),
         "test_logloss": log_loss(test.labels, logits),
@@ -176,7 +176,7 @@ def test_evaluate_stage_writes_reports_and_adds_to_the_training_run(
         "calibration.csv": ["mean_predicted", "fraction_positive", "count"],
     }
     for name, header in headers.items():
-        with open(workspace / "reports/deepfm" / name) as handle:
+        with open(workspace / "reports/models/deepfm" / name) as handle:
             rows = list(csv.reader(handle))
         assert rows[0] == header, name
         assert 1 <= len(rows) - 1 <= 200, name

@@ -4,7 +4,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from deepfm.data.features import AGE_LABELS, Vocabulary, age_bucket, encode_lists, zip_prefix
+from deepfm.data.features import (
+    AGE_LABELS,
+    Vocabulary,
+    age_bucket,
+    encode_lists,
+    field_values,
+    release_decade,
+    title_year,
+    zip_prefix,
+)
 
 
 def test_vocabulary_orders_by_count_then_value_and_reserves_zero():
@@ -51,3 +60,58 @@ def test_encode_lists_pads_truncates_and_maps_unseen_to_zero():
     a, b, c = vocab.encode(pd.Series(["a", "b", "c"])).tolist()
     assert matrix.tolist() == [[a, b, 0], [0, 0, 0], [c, a, b], [0, 0, 0]]
     assert matrix.dtype == np.int32
+
+
+def test_from_counts_equals_fit_on_the_expanded_column():
+    values = pd.Series(["b", "a", None, "c", "a"])
+    counts = np.array([3, 1, 7, 0, 2])
+    expanded = pd.Series(np.repeat(values.to_numpy(), counts))
+
+    direct = Vocabulary.from_counts(values, counts, min_count=2)
+    fitted = Vocabulary.fit(expanded, min_count=2)
+
+    assert list(direct.values) == list(fitted.values) == ["a", "b"]
+    assert direct.counts.tolist() == fitted.counts.tolist() == [3, 3]
+
+
+def test_title_year_and_release_decade():
+    titles = pd.Series(
+        [
+            "Toy Story (1995)",
+            "American President, The (1995)",
+            "Babylon 5",
+            "Big Bang Theory (2007-)",
+            "Fawlty Towers (1975-1979)",
+            "Ocean's Eleven (2001) ",
+            "(500) Days of Summer (2009)",
+        ]
+    )
+    years = title_year(titles)
+
+    assert years.tolist() == [1995, 1995, pd.NA, 2007, 1975, 2001, 2009]
+    assert release_decade(years).tolist() == [
+        "1990s",
+        "1990s",
+        pd.NA,
+        "2000s",
+        "1970s",
+        "2000s",
+        "2000s",
+    ]
+    assert release_decade(pd.Series([1989.0, np.nan, "x"])).tolist() == ["1980s", pd.NA, pd.NA]
+
+
+def test_field_values_from_raw_columns():
+    raw = pd.DataFrame(
+        {
+            "age": [30, None, 17],
+            "zip_code": [" t8h1n", None, "02139"],
+            "year": [1995, None, 2019],
+            "gender": ["F", "M", None],
+        }
+    )
+
+    assert field_values("age", raw, 3).tolist() == ["25-34", np.nan, "under 18"]
+    assert field_values("zip_prefix", raw, 3).tolist() == ["T8H", pd.NA, "021"]
+    assert field_values("release_decade", raw, 3).tolist() == ["1990s", pd.NA, "2010s"]
+    assert field_values("gender", raw, 3).equals(raw["gender"])  # ids and names pass through

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import small_data_config
-from deepfm.config import FeatureConfig
+from deepfm.config import SEED_FIELDS, FeatureConfig
 from deepfm.data.features import age_bucket
 from deepfm.data.prepare import (
     SPLITS,
@@ -106,6 +106,25 @@ def test_vocabularies_come_from_train_only(tmp_path):
     assert set(counts) < all_movies  # some movies are rated only outside train
 
 
+def test_genre_and_demographic_counts_come_from_train_rows(raw_config):
+    """Counts weighted per user or movie equal counting the training rows one by one."""
+    prepare(raw_config, FeatureConfig())
+    raw = read_raw(raw_config.raw_path)
+    features = rating_features(raw, raw_config, FeatureConfig())
+    train_rows = split_rows(features.timestamp, raw_config)["train"]
+    frame = raw_feature_frame(raw, train_rows, SEED_FIELDS)
+    vocab_dir = raw_config.processed_path / "vocab"
+
+    genres = pq.read_table(vocab_dir / "genres.parquet").to_pandas()
+    expected = frame["genres"].explode().value_counts()
+    assert dict(zip(genres.value[1:], genres["count"][1:], strict=True)) == expected.to_dict()
+    occupations = pq.read_table(vocab_dir / "occupation.parquet").to_pandas()
+    expected = frame["occupation"].value_counts()
+    assert dict(zip(occupations.value[1:], occupations["count"][1:], strict=True)) == (
+        expected.to_dict()
+    )
+
+
 def test_unseen_values_map_to_zero(raw_config):
     """min_count above every count leaves only OOV: all indices become 0."""
     feature = FeatureConfig(min_count=10_000)
@@ -124,7 +143,7 @@ def test_encoded_rows_decode_to_the_raw_features(raw_config):
     rows = split_rows(features.timestamp, raw_config)["train"]
     vocabs = fit_vocabularies(features, rows, feature)
     encoded = encode_split(features, rows, vocabs, feature).to_pandas()
-    expected = raw_feature_frame(raw, rows)
+    expected = raw_feature_frame(raw, rows, SEED_FIELDS)
     expected["age"] = age_bucket(expected["age"].to_numpy())
     expected["zip_prefix"] = expected["zip_code"].str[:3].str.upper()
     for name in ["user_id", "movie_id", "gender", "age", "occupation", "zip_prefix"]:

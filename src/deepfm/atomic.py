@@ -75,7 +75,15 @@ def replace_dir(path: str | Path) -> Iterator[Path]:
 
 
 def remove_stale_temps(folder: Path) -> None:
-    """Remove temp files and folders an interrupted (killed) write left in `folder`."""
+    """Remove temp files and folders an interrupted (killed) write left in `folder`.
+
+    A `replace_dir` killed between its two renames left `<name>` missing and the old
+    folder inside `.tmp-<name>.old.*`: that folder is put back first, not removed.
+    """
+    for old in folder.glob(f"{TEMP_PREFIX}*.old.*"):
+        for kept in old.iterdir() if old.is_dir() else ():
+            if not (folder / kept.name).exists():
+                os.replace(kept, folder / kept.name)
     for leftover in folder.glob(f"{TEMP_PREFIX}*"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)

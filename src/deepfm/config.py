@@ -22,11 +22,29 @@ class ConfigError(ValueError):
     """A params file or mapping that does not describe a valid experiment."""
 
 
+Dataset = Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
+DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+# Model fields prepare can build: ids, user demographics (ml-100k and ml-1m only), the
+# movie's genres (a sequence field) and the decade of the year in its title.
+FIELDS = (
+    "user_id",
+    "movie_id",
+    "gender",
+    "age",
+    "occupation",
+    "zip_prefix",
+    "genres",
+    "release_decade",
+)
+SEED_FIELDS = ("user_id", "movie_id", "gender", "age", "occupation", "zip_prefix", "genres")
+CSV_RELEASE_FIELDS = ("user_id", "movie_id", "genres", "release_decade")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which MovieLens release, where its files live, the label and the split."""
 
-    dataset: Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m"] = "ml-100k"
+    dataset: Dataset = "ml-100k"
     raw_dir: str = "data/raw"
     processed_dir: str = "data/processed"
     label_threshold: float = 4.0
@@ -62,8 +80,21 @@ class DimRule:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """How raw columns become model fields, and how wide each field's embedding is."""
+    """How raw columns become model fields, and how wide each field's embedding is.
 
+    `fields` lists the model fields of each release; prepare uses the entry of
+    `data.dataset`, so switching releases needs no other change.
+    """
+
+    fields: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "ml-100k": SEED_FIELDS,
+            "ml-1m": SEED_FIELDS,
+            "ml-20m": CSV_RELEASE_FIELDS,
+            "ml-25m": CSV_RELEASE_FIELDS,
+            "ml-latest-small": CSV_RELEASE_FIELDS,
+        }
+    )
     zip_prefix_len: int = 3
     genres_max_len: int = 6
     min_count: int = 1
@@ -72,12 +103,35 @@ class FeatureConfig:
     small_vocab_dims: tuple[DimRule, ...] = (DimRule(10, 4), DimRule(500, 8))
 
     def __post_init__(self) -> None:
+        for dataset, names in self.fields.items():
+            if dataset not in DATASETS:
+                raise ConfigError(
+                    f"feature.fields: unknown dataset {dataset!r}; choose from {list(DATASETS)}"
+                )
+            unknown = [name for name in names if name not in FIELDS]
+            if unknown:
+                raise ConfigError(
+                    f"feature.fields.{dataset}: unknown field(s) {unknown}; "
+                    f"choose from {list(FIELDS)}"
+                )
+            if not names or len(set(names)) != len(names):
+                raise ConfigError(
+                    f"feature.fields.{dataset} must name each field once, got {list(names)}"
+                )
         for key in ("zip_prefix_len", "genres_max_len", "min_count", "fm_embed_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"feature.{key} must be >= 1, got {getattr(self, key)}")
         bounds = [rule.max_vocab for rule in self.small_vocab_dims]
         if bounds != sorted(bounds):
             raise ConfigError(f"feature.small_vocab_dims must be sorted by max_vocab, got {bounds}")
+
+    def fields_for(self, dataset: str) -> tuple[str, ...]:
+        """The model fields of `dataset`, in schema order."""
+        if dataset not in self.fields:
+            raise ConfigError(
+                f"feature.fields has no entry for {dataset}; it has {list(self.fields)}"
+            )
+        return self.fields[dataset]
 
     def embedding_dim_for(self, vocabulary_size: int) -> int:
         """The embedding width for a field with this many entries (OOV included)."""
@@ -140,6 +194,7 @@ class ModelConfig:
 class TrainConfig:
     models: tuple[str, ...] = ModelConfig.names()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    nproc: int = 1
     batch_size: int = 1024
     max_epochs: int = 20
     lr: float = 1e-3
@@ -158,7 +213,7 @@ class TrainConfig:
                 )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        for key in ("batch_size", "max_epochs", "patience"):
+        for key in ("nproc", "batch_size", "max_epochs", "patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         for key in ("weight_decay", "embedding_l2"):
@@ -224,6 +279,8 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {key: _plain(inner) for key, inner in value.items()}
     return value
 
 
@@ -264,6 +321,14 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(inner, value, key)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        key_hint, value_hint = args
+        return {
+            _coerce(key_hint, name, key): _coerce(value_hint, inner, _join(key, str(name)))
+            for name, inner in value.items()
+        }
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

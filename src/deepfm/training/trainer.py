@@ -4,6 +4,10 @@ Batches are slices of a seeded per-epoch permutation over whole-column tensors
 that live on the training device; there is no DataLoader and no per-row Python.
 The same params and seed on the CPU give bitwise-equal weights, and a run
 resumed from its last epoch checkpoint ends exactly like an uninterrupted one.
+
+In a torchrun process group (`distributed.py`) the ranks split every global batch of
+`batch_size` rows between them, DDP averages their gradients, rank 0 alone scores the
+validation split (and sends the metrics to all, so all stop alike) and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tqdm import tqdm
 from deepfm import atomic
 from deepfm.config import TrainConfig
 from deepfm.data.dataset import CTRDataset
+from deepfm.training import distributed
 from deepfm.training.metrics import log_loss, roc_auc
 
 logger = logging.getLogger(__name__)
@@ -60,7 +65,7 @@ class TrainResult:
         return self.train_samples / self.train_seconds if self.train_seconds else 0.0
 
     def summary(self) -> dict[str, Any]:
-        """The numbers `reports/<model>/train.json` holds."""
+        """The numbers `reports/models/<model>/train.json` holds."""
         return {
             "best_val_auc": self.best_val_auc,
             "best_val_logloss": self.best_val_logloss,
@@ -114,6 +119,8 @@ class Trainer:
         self.config = config
         self.device = device
         self.optimizer = make_optimizer(model, config)
+        # What training steps call: DDP in a process group, else the model itself.
+        self.train_model = distributed.wrap(model, device)
         self.autocast = torch.autocast(
             device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
         )
@@ -130,20 +137,18 @@ class Trainer:
 
         With `checkpoint`, state is saved after every epoch and a checkpoint with the
         same `run_key` (what identifies the run: params and data) is resumed from.
-        The checkpoint is removed once training ends.
+        The checkpoint is removed once training ends. In a process group, rank 0 reads,
+        writes and removes it and sends what it read to every rank.
         """
         train_ds, val_ds = train_ds.to(self.device), val_ds.to(self.device)
         result = TrainResult(device=str(self.device))
         best_state = _copy_state(self.model)
         epochs_without_gain = 0
         start_epoch = 1
-        if checkpoint is not None and checkpoint.is_file():
-            state = torch.load(checkpoint, weights_only=True)
-            if state["run_key"] == run_key:
-                start_epoch, best_state, epochs_without_gain = self._restore(state, result)
-                logger.info("resuming from %s after epoch %d", checkpoint, start_epoch - 1)
-            else:
-                logger.warning("ignoring %s: it belongs to other params or data", checkpoint)
+        state = None if checkpoint is None else self._load_checkpoint(checkpoint, run_key)
+        if state is not None:
+            start_epoch, best_state, epochs_without_gain = self._restore(state, result)
+            logger.info("resuming from %s after epoch %d", checkpoint, start_epoch - 1)
 
         for epoch in range(start_epoch, self.config.max_epochs + 1):
             if epochs_without_gain >= self.config.patience:
@@ -152,12 +157,12 @@ class Trainer:
             train_loss = self._train_epoch(train_ds, epoch)
             result.train_seconds += time.perf_counter() - started
             result.train_samples += len(train_ds)
-            logits = self.predict_logits(val_ds)
+            val_auc, val_logloss = self._validate(val_ds)
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
-                val_auc=roc_auc(val_ds.labels, logits),
-                val_logloss=log_loss(val_ds.labels, logits),
+                val_auc=val_auc,
+                val_logloss=val_logloss,
                 seconds=time.perf_counter() - started,
             )
             result.history.append(record)
@@ -172,36 +177,61 @@ class Trainer:
                 "epoch %d: train loss %.4f, val AUC %.4f, val logloss %.4f (%.1f s)",
                 *(epoch, train_loss, record.val_auc, record.val_logloss, record.seconds),
             )
-            if checkpoint is not None:
+            if checkpoint is not None and distributed.rank() == 0:
                 self._save(checkpoint, run_key, epoch, best_state, epochs_without_gain, result)
             if on_epoch is not None:
                 on_epoch(record)
 
         self.model.load_state_dict(best_state)
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.rank() == 0:
             checkpoint.unlink(missing_ok=True)
         return result
 
     def _train_epoch(self, train_ds: CTRDataset, epoch: int) -> float:
-        self.model.train()
-        rows = len(train_ds)
-        # The permutation depends only on (seed, epoch): a resumed run sees the same order.
+        self.train_model.train()
+        rows, world = len(train_ds), distributed.world_size()
+        # The permutation depends only on (seed, epoch): a resumed run, and every rank, sees
+        # the same order.
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
         order = torch.randperm(rows, generator=generator).to(self.device)
         batch_size = self.config.batch_size
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         batches = range(0, rows, batch_size)
-        # disable=None: a bar on a terminal, silence in CI logs.
-        for start in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None):
-            features, labels = train_ds.batch(order[start : start + batch_size])
-            with self.autocast:
-                logits = self.model(features)
-            loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        # disable=None: a bar on a terminal, silence in CI logs; no bar on ranks other than 0.
+        quiet = None if distributed.rank() == 0 else True
+        for start in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=quiet):
+            batch = order[start : start + batch_size]
+            loss = self._batch_loss(train_ds, batch, world)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach() * len(labels)
-        return float(loss_sum) / rows
+            loss_sum += loss.detach() * (len(batch) / world)  # this rank's sum of row losses
+        return float(distributed.all_reduce_sum(loss_sum)) / rows
+
+    def _batch_loss(self, train_ds: CTRDataset, batch: torch.Tensor, world: int) -> torch.Tensor:
+        """The loss of this rank's part of `batch` (row indices) whose gradient, averaged over
+        the ranks, is the gradient of the mean loss over `batch`."""
+        if world == 1:
+            features, labels = train_ds.batch(batch)
+            with self.autocast:
+                logits = self.train_model(features)
+            return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+        rows, weights = distributed.shard(batch, distributed.rank(), world)
+        features, labels = train_ds.batch(rows)
+        with self.autocast:
+            logits = self.train_model(features)
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), labels, weight=weights, reduction="sum"
+        )
+
+    def _validate(self, val_ds: CTRDataset) -> tuple[float, float]:
+        """Val AUC and logloss over the whole split: scored on rank 0 and sent to every rank,
+        so that all ranks make the same early-stopping decision."""
+        metrics: tuple[float, float] | None = None
+        if distributed.rank() == 0:
+            logits = self.predict_logits(val_ds)
+            metrics = roc_auc(val_ds.labels, logits), log_loss(val_ds.labels, logits)
+        return distributed.broadcast(metrics)
 
     @torch.no_grad()
     def predict_logits(self, dataset: CTRDataset) -> torch.Tensor:
@@ -217,6 +247,17 @@ class Trainer:
             with self.autocast:
                 outputs.append(self.model(features).float())
         return torch.cat(outputs)
+
+    def _load_checkpoint(self, path: Path, run_key: str) -> dict[str, Any] | None:
+        """The state saved at `path` if it is of run `run_key`, else None; rank 0 reads it
+        and every rank gets a copy (no file system shared between nodes needed)."""
+        state = None
+        if distributed.rank() == 0 and path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state["run_key"] != run_key:
+                logger.warning("ignoring %s: it belongs to other params or data", path)
+                state = None
+        return distributed.broadcast(state)
 
     def _save(
         self,

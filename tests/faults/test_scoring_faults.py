@@ -1,0 +1,139 @@
+"""`deepfm score` under faults: a model.pt carrying a pickle payload, a cut-off model.pt,
+an empty input file, and NaN or unseen values (OOV, index 0, as documented)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deepfm.__main__ import main
+from deepfm.config import SEED_FIELDS, ExperimentConfig
+from deepfm.data.prepare import raw_feature_frame
+from deepfm.data.raw import read_raw
+from deepfm.data.schema import Schema
+from deepfm.models.registry import build_model, save_model
+from deepfm.serving import CTRPredictor
+
+
+class Payload:
+    """Pickles as a call of os.system: unpickling it runs a shell command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (self.command,)
+
+
+@pytest.fixture
+def model_dir(project: Path) -> Path:
+    """An untrained (seeded) DeepFM saved as `train` saves it, in the project folder."""
+    config = ExperimentConfig.from_yaml(project / "params.yaml")
+    schema = Schema.load(project / config.data.processed_path / "schema.json")
+    torch.manual_seed(0)
+    model = build_model("deepfm", schema, config)
+    save_model(project / "models/deepfm/model.pt", "deepfm", model, schema, config)
+    return project / "models/deepfm"
+
+
+@pytest.fixture
+def rows(project: Path) -> Path:
+    """Ten raw feature rows as a Parquet file."""
+    config = ExperimentConfig.from_yaml(project / "params.yaml")
+    frame = raw_feature_frame(read_raw(project / config.data.raw_path), np.arange(10), SEED_FIELDS)
+    frame.to_parquet(project / "rows.parquet")
+    return project / "rows.parquet"
+
+
+def score_command(model: Path, rows: Path, scores: Path) -> list[str]:
+    return ["score", "--model", str(model), "--input", str(rows), "--output", str(scores)]
+
+
+def one_line_error(args: list[str], caplog: pytest.LogCaptureFixture) -> str:
+    """Run the CLI in this process; it must exit 1 with exactly one error line."""
+    caplog.clear()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    [error] = [record.getMessage() for record in caplog.records]
+    assert "\n" not in error
+    return error
+
+
+@pytest.mark.slow
+def test_model_pt_carrying_a_pickle_payload_is_refused_and_never_runs(model_dir, rows, tmp_path):
+    marker = tmp_path / "payload-ran"
+    tampered = tmp_path / "tampered"
+    saved = torch.load(model_dir / "model.pt", weights_only=True)
+    saved["config"]["note"] = Payload(f"touch {shlex.quote(str(marker))}")
+    tampered.mkdir()
+    torch.save(saved, tampered / "model.pt")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "deepfm", *score_command(tampered, rows, tmp_path / "s.parquet")],
+        cwd=model_dir.parents[1],
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert f"{tampered / 'model.pt'}: refused to load: its pickle holds a reference to " in error
+    assert not marker.exists()
+    assert not (tmp_path / "s.parquet").exists()
+    # The payload is live: a load that trusts the pickle runs it.
+    torch.load(tampered / "model.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_cut_off_model_pt_is_one_line_error(model_dir, rows, tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(model_dir.parents[1])
+    data = (model_dir / "model.pt").read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut/model.pt").write_bytes(data[: len(data) // 2])
+
+    error = one_line_error(score_command(tmp_path / "cut", rows, tmp_path / "s.parquet"), caplog)
+
+    assert error.startswith(f"{tmp_path / 'cut/model.pt'}: not a complete model file (")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_empty_input_file_is_one_line_error(model_dir, tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(model_dir.parents[1])
+    (tmp_path / "empty.parquet").write_bytes(b"")
+
+    error = one_line_error(
+        score_command(model_dir, tmp_path / "empty.parquet", tmp_path / "s.parquet"), caplog
+    )
+
+    assert error.startswith(f"{tmp_path / 'empty.parquet'}: not a readable Parquet file")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_nan_and_unseen_values_encode_to_the_oov_index(model_dir, rows):
+    predictor = CTRPredictor.from_files(
+        model_dir / "model.pt", model_dir.parents[1] / "data/processed/ml-100k/vocab"
+    )
+    known = pd.read_parquet(rows).iloc[[0]]
+    nan = known.assign(user_id=np.nan, movie_id=np.nan, age=np.nan, gender=np.nan)
+    nan["occupation"], nan["zip_code"], nan["genres"] = None, None, [[]]
+    # Every age falls in a bucket: only a missing age is OOV.
+    unseen = known.assign(user_id=10**6, movie_id=10**6, age=np.nan, gender="X")
+    unseen["occupation"], unseen["zip_code"], unseen["genres"] = "astronaut", "ZZZ99", [["Noir"]]
+    frame = pd.concat([known, nan, unseen], ignore_index=True)
+
+    batch = predictor.encoder.encode(frame)
+
+    for field, indices in batch.items():
+        assert bool((indices[0] != 0).any()), field  # the known row is not OOV
+        assert not indices[1:].any(), field  # NaN, missing and unseen are index 0
