@@ -10,12 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-from deepfm.models.registry import ModelFileError
 from deepfm.scoring import BATCH_ROWS, score_file
-from deepfm.serving import ServingError
-from deepfm.stage import LOG_FORMAT
-
-USER_ERRORS = (ServingError, ModelFileError, FileNotFoundError)
+from deepfm.stage import LOG_FORMAT, USER_ERRORS
 
 
 def parser() -> argparse.ArgumentParser:

@@ -17,8 +17,10 @@ from typing import Any, Literal
 
 import yaml
 
+from deepfm.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A params file or mapping that does not describe a valid experiment."""
 
 

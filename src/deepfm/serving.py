@@ -19,6 +19,7 @@ from torch import nn
 from deepfm.data.dataset import Batch
 from deepfm.data.features import RAW_COLUMNS, Vocabulary, encode_lists, field_values
 from deepfm.data.schema import Schema
+from deepfm.errors import UserError
 from deepfm.models.registry import load_model
 
 PREDICT_BATCH_SIZE = 65_536
@@ -26,7 +27,7 @@ PREDICT_BATCH_SIZE = 65_536
 SERVING_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pyyaml", "cloudpickle")
 
 
-class ServingError(ValueError):
+class ServingError(UserError, ValueError):
     """Input a model cannot score, or a model and vocabularies that do not belong together."""
 
 

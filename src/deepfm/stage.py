@@ -7,23 +7,13 @@ import logging
 import sys
 from collections.abc import Callable
 
-from deepfm.config import ConfigError, ExperimentConfig
-from deepfm.data.raw import RawDataError
-from deepfm.data.sources import DownloadError
-from deepfm.models.registry import ModelFileError
-from deepfm.tracking import TrackingError
+from deepfm.config import ExperimentConfig
+from deepfm.errors import UserError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Failures a user can fix; their message names the file, key or source at fault.
-USER_ERRORS = (
-    ConfigError,
-    RawDataError,
-    DownloadError,
-    TrackingError,
-    ModelFileError,
-    FileNotFoundError,
-)
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def run_stage(

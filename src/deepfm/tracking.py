@@ -38,6 +38,7 @@ from mlflow.models import infer_signature
 from sqlalchemy.engine import make_url
 
 import deepfm
+from deepfm.errors import UserError
 from deepfm.serving import SERVING_PACKAGES, CTRPredictor
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ HEALTH_TIMEOUT_S = 5.0
 SQLITE_PREFIX = "sqlite:///"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The tracking store cannot be used; the message names it."""
 
 

@@ -53,6 +53,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from deepfm import atomic
+from deepfm.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ FINGERPRINT_FILE = "fingerprint.json"
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "store_schema": True}
 
 
-class RawDataError(ValueError):
+class RawDataError(UserError, ValueError):
     """Raw MovieLens input that is missing or malformed; the message names file and line."""
 
 

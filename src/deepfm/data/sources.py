@@ -43,6 +43,7 @@ from deepfm.data.raw import (
     parse_release,
     write_raw,
 )
+from deepfm.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ PIP_TIMEOUT_S = 600
 CHUNK_BYTES = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A source could not deliver verified data (or, from `download`, none could)."""
 
 

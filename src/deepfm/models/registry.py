@@ -13,6 +13,7 @@ from torch import nn
 from deepfm import atomic
 from deepfm.config import ExperimentConfig
 from deepfm.data.schema import Schema
+from deepfm.errors import UserError
 from deepfm.models.attention_deepfm import AttentionDeepFM
 from deepfm.models.deepfm import DeepFM
 from deepfm.models.dnn import DNN
@@ -37,7 +38,7 @@ def build_model(name: str, schema: Schema, config: ExperimentConfig) -> nn.Modul
     return MODELS[name](schema, fm_embed_dim=config.feature.fm_embed_dim, **options)
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file that cannot be loaded safely; the message names it."""
 
 
