@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from deepfm.config import DataConfig, ExperimentConfig
 from deepfm.data.prepare import prepare
 from deepfm.data.raw import parse_ml100k, write_raw
+from local_server import Server
 from movielens_fixtures import write_ml100k_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +35,13 @@ def small_data_config(root: Path, **changes) -> DataConfig:
     return replace(
         DataConfig(raw_dir=str(root / "raw"), processed_dir=str(root / "processed")), **changes
     )
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    running = Server()
+    yield running
+    running.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import stat
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,13 +38,6 @@ from movielens_fixtures import (
 )
 
 RAW_FILES = ("ratings.parquet", "users.parquet", "items.parquet", "fingerprint.json")
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    running = Server()
-    yield running
-    running.close()
 
 
 @pytest.fixture

@@ -13,15 +13,7 @@ import yaml
 from conftest import make_workspace, small_data_config
 from deepfm.data.raw import parse_ml100k, write_raw
 from faults.processes import Stopped, run_stage, store_env
-from local_server import Server
 from movielens_fixtures import write_ml100k_folder
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    running = Server()
-    yield running
-    running.close()
 
 
 @pytest.fixture
