@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
-from deepfm.config import ExperimentConfig
+from deepfm.config import ConfigError, ExperimentConfig
 from deepfm.errors import UserError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -37,3 +38,24 @@ def run_stage(
     except USER_ERRORS as err:
         logging.getLogger("deepfm").error("%s", err)
         sys.exit(1)
+
+
+def matrix_item(address: str, values: Mapping[str, Sequence[object]]) -> dict[str, object]:
+    """The matrix values of DVC stage `address` (DVC's `$DVC_STAGE`), found by name.
+
+    DVC names a matrix stage `<stage>@<value>-<value>...` (`train@deepfm-42`), one value per
+    matrix key in order; `values` gives each key's allowed values (from params). The address is
+    compared with every combination's name, never parsed or passed to a shell.
+
+    Example::
+
+        matrix_item("train@deepfm-42", {"model": ["fm", "deepfm"], "seed": [42, 43]})
+        # {"model": "deepfm", "seed": 42}
+    """
+    name = address.rsplit(":", 1)[-1]  # "dvc.yaml:train@deepfm-42" outside the root dvc.yaml
+    stage = name.split("@", 1)[0]
+    for combination in itertools.product(*values.values()):
+        if name == f"{stage}@" + "-".join(str(value) for value in combination):
+            return dict(zip(values, combination, strict=True))
+    pattern = "-".join(f"<{key}>" for key in values)
+    raise ConfigError(f"DVC stage {name!r} is not {stage}@{pattern} for the params' values")

@@ -14,13 +14,12 @@ from deepfm.models.layers.mlp import MLP
 class DNN(nn.Module):
     """`MLP(flat_embeddings)`: no first-order term and no explicit interactions.
 
-    It reads only the raw embeddings, so its `FeatureEmbedding`'s first-order tables and
-    projections are never used and never trained; they are kept so that every model has the
-    same embedding module.
+    It reads only the raw embeddings, so its `FeatureEmbedding` holds only the per-field
+    tables (`flat_only`): no first-order tables or projections it would never train.
 
     Args:
         schema: the input fields.
-        fm_embed_dim: width of the (unused) projections, kept for a uniform constructor.
+        fm_embed_dim: unused (DNN has no field vectors); kept for a uniform constructor.
         hidden_units: MLP hidden widths.
         dropout: MLP dropout probability.
 
@@ -42,7 +41,7 @@ class DNN(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(schema, fm_embed_dim)
+        self.embedding = FeatureEmbedding(schema, fm_embed_dim, flat_only=True)
         self.mlp = MLP(schema.total_embedding_dim, hidden_units, dropout)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:

@@ -31,6 +31,9 @@ class FeatureEmbedding(nn.Module):
             order.
         fm_embed_dim: the common width of `field_embeddings`; a field of another width is
             mapped to it by a bias-free linear projection.
+        flat_only: build only the tables `flat_embeddings` reads, for a model that uses no
+            other view (no first-order tables, no projections: a model owns only what it
+            trains); `forward` then raises.
 
     Shapes:
         - input: `batch[name]` is an int32 or int64 index tensor, `(B,)` for a sparse field and
@@ -51,8 +54,9 @@ class FeatureEmbedding(nn.Module):
         # shapes (2, 1), (2, 2, 16), (2, 24)
     """
 
-    def __init__(self, schema: Schema, fm_embed_dim: int = 16) -> None:
+    def __init__(self, schema: Schema, fm_embed_dim: int = 16, flat_only: bool = False) -> None:
         super().__init__()
+        self.flat_only = flat_only
         fields = list(schema.fields.values())
         self.sparse_fields = [s.name for s in fields if s.feature_type is FeatureType.SPARSE]
         self.sequence_fields = [s.name for s in fields if s.feature_type is FeatureType.SEQUENCE]
@@ -61,6 +65,8 @@ class FeatureEmbedding(nn.Module):
         self.second_order_embeddings = nn.ModuleDict(
             {spec.name: _embedding_table(spec, spec.embedding_dim) for spec in fields}
         )
+        if flat_only:
+            return
         self.first_order_embeddings = nn.ModuleDict(
             {spec.name: _embedding_table(spec, 1) for spec in fields}
         )
@@ -80,6 +86,8 @@ class FeatureEmbedding(nn.Module):
         )
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        if self.flat_only:
+            raise RuntimeError("built with flat_only=True: call flat_embeddings(batch)")
         sparse_indices = self._sparse_indices(batch)  # (B, S)
         present = (sparse_indices != 0).float()  # (B, S); 0 marks OOV, whose rows get no gradient
         poolings = self._poolings(batch)
