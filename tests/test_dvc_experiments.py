@@ -1,6 +1,7 @@
 """The project's own dvc.yaml and params.yaml in a real Git + DVC repo on small data:
-`dvc repro`, `dvc exp run -S`, `dvc exp show`, `dvc params diff`, `dvc metrics diff`,
-and the MLflow runs they leave in the project's store."""
+`dvc repro` over models x seeds, `dvc exp run -S`, `dvc exp show`, `dvc params diff`,
+`dvc metrics diff`, the MLflow runs they leave in the project's store, `dvc status` after an
+edit, and params that try to reach a shell."""
 
 import json
 import os
@@ -37,7 +38,7 @@ def repo(tmp_path) -> Path:
     shutil.copytree(ROOT / "stages", repo / "stages", ignore=ignore)
     shutil.copytree(ROOT / "src" / "deepfm", repo / "src" / "deepfm", ignore=ignore)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(models=["deepfm"], max_epochs=2, batch_size=256)
+    params["train"].update(models=["deepfm"], seeds=[42, 43], max_epochs=2, batch_size=256)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")
     tables = parse_ml100k(write_ml100k_folder(tmp_path / "release"))
@@ -47,6 +48,7 @@ def repo(tmp_path) -> Path:
     run(repo, "git", "config", "user.email", "test@example.com")
     run(repo, "git", "config", "user.name", "test")
     run(repo, "dvc", "init", "-q")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
     run(repo, "dvc", "commit", "-f", "download")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "pipeline and raw data")
@@ -98,3 +100,52 @@ def test_repro_then_an_experiment_with_a_param_override(repo):
         assert mlflow_run.info.status == "FINISHED"
         assert {"val_auc", "test_auc"} <= set(mlflow_run.data.metrics)
     assert runs[1].data.metrics["test_auc"] == pytest.approx(metrics["test_auc"])
+
+
+def stages_to_run(repo: Path) -> set[str]:
+    """The stages `dvc status` says changed."""
+    return set(json.loads(run(repo, "dvc", "status", "--json")))
+
+
+@pytest.mark.slow
+def test_editing_a_source_file_reruns_exactly_the_stages_that_run_it(repo):
+    run(repo, "dvc", "repro")
+    assert stages_to_run(repo) == set()
+    edits = {
+        "src/deepfm/leaderboard.py": {"leaderboard"},
+        "src/deepfm/evaluation.py": {"evaluate@deepfm"},
+        "src/deepfm/data/dataset.py": {"train@deepfm-42", "train@deepfm-43", "evaluate@deepfm"},
+        "src/deepfm/config.py": {
+            "download",
+            "prepare",
+            "train@deepfm-42",
+            "train@deepfm-43",
+            "evaluate@deepfm",
+            "leaderboard",
+        },
+    }
+    for path, expected in edits.items():
+        source = repo / path
+        original = source.read_text()
+        source.write_text(original + "# an edit\n")
+        assert {name.split(":")[-1] for name in stages_to_run(repo)} == expected, path
+        source.write_text(original)
+
+
+@pytest.mark.slow
+def test_a_model_name_from_params_never_reaches_a_shell(repo):
+    """DVC pastes `${...}` values into the command it gives a shell; the stages take their
+    model and seed from `$DVC_STAGE` instead, so this name is an unknown model, not code."""
+    name = "fm; touch pwned; echo"
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["models"] = [name]
+    params["model"][name] = {}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        ["dvc", "repro", f"train@{name}-42"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "unknown key 'model.fm; touch pwned; echo'" in done.stdout + done.stderr
+    assert not (repo / "pwned").exists()
+    assert not list(repo.rglob("pwned"))
