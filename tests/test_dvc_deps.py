@@ -90,8 +90,9 @@ def test_stage_deps_are_exactly_the_code_it_runs(name):
     def listing(paths: set[Path]) -> list[str]:
         return sorted(str(path.relative_to(ROOT)) for path in paths)
 
-    assert not runs - declared, f"stage {name} runs files dvc.yaml does not list: {listing(runs - declared)}"
-    assert not declared - runs, f"stage {name} lists files it never runs: {listing(declared - runs)}"
+    missing, extra = listing(runs - declared), listing(declared - runs)
+    assert not missing, f"stage {name} runs files dvc.yaml does not list: {missing}"
+    assert not extra, f"stage {name} lists files it never runs: {extra}"
 
 
 def test_closure_follows_imports_through_other_modules():

@@ -151,20 +151,14 @@ def test_int32_and_int64_indices_give_identical_outputs(
         assert torch.equal(from_int64, from_int32)
 
 
-def test_flat_embeddings_method_matches_forward(
-    embedding: FeatureEmbedding, batch: dict[str, Tensor]
-) -> None:
-    assert torch.equal(embedding.flat_embeddings(batch), embedding(batch)[2])
-
-
-def test_flat_only_owns_just_the_per_field_tables(batch: dict[str, Tensor]) -> None:
+def test_views_built_without_are_none_and_not_owned(batch: dict[str, Tensor]) -> None:
     """A model that reads only flat embeddings (DNN) owns no first-order tables or projections."""
     torch.manual_seed(0)
     full = FeatureEmbedding(SEED_SCHEMA, fm_embed_dim=16)
     torch.manual_seed(0)  # the per-field tables are built first: the same initial values
-    flat_only = FeatureEmbedding(SEED_SCHEMA, fm_embed_dim=16, flat_only=True)
-    assert sum(p.numel() for p in flat_only.parameters()) == 45_412
-    assert not hasattr(flat_only, "first_order_embeddings")
-    assert torch.equal(flat_only.flat_embeddings(batch), full.flat_embeddings(batch))
-    with pytest.raises(RuntimeError, match="flat_only"):
-        flat_only(batch)
+    flat = FeatureEmbedding(SEED_SCHEMA, fm_embed_dim=16, first_order=False, field_embeddings=False)
+    assert sum(p.numel() for p in flat.parameters()) == 45_412
+    assert not hasattr(flat, "first_order_embeddings") and not hasattr(flat, "projections")
+    first_order, field_embeddings, flat_embeddings = flat(batch)
+    assert first_order is None and field_embeddings is None
+    assert torch.equal(flat_embeddings, full(batch).flat_embeddings)

@@ -108,11 +108,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     ]
     for row in rows:
         per_seed = ", ".join(_signed(d) for d in row["auc_difference_to_best"])
+        difference = f"{_signed(row['auc_difference_to_best_mean'])} ({per_seed})"
         cells = [
             row["model"],
             f"{row['test_auc_mean']:.4f} ± {row['test_auc_std']:.4f}",
             f"{row['test_logloss_mean']:.4f} ± {row['test_logloss_std']:.4f}",
-            "—" if row["note"] == "best" else f"{_signed(row['auc_difference_to_best_mean'])} ({per_seed})",
+            "—" if row["note"] == "best" else difference,
             row["note"],
             f"{row['parameters']:,}",
             f"{row['samples_per_second']:,.0f}",

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from deepfm.data.schema import Schema
+from deepfm.models.base import CTRModel
 from deepfm.models.layers.attention import MultiHeadSelfAttention
-from deepfm.models.layers.embedding import FeatureEmbedding
+from deepfm.models.layers.embedding import EmbeddingViews
 from deepfm.models.layers.fm import FMInteraction
 from deepfm.models.layers.mlp import MLP
 
 
-class AttentionDeepFM(nn.Module):
+class AttentionDeepFM(CTRModel):
     """`bias + first_order + FM + Linear(flatten(SelfAttention(field_embeddings))) + MLP`.
 
     Args:
@@ -25,10 +25,6 @@ class AttentionDeepFM(nn.Module):
         attention_residual: add each layer's input to its output.
         hidden_units: MLP hidden widths.
         dropout: MLP dropout probability.
-
-    Shapes:
-        - input: `batch`, field name -> index tensor, as `FeatureEmbedding` takes it.
-        - output: logits `(B,)`.
 
     Example::
 
@@ -46,8 +42,7 @@ class AttentionDeepFM(nn.Module):
         hidden_units: Sequence[int] = (256, 128),
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.embedding = FeatureEmbedding(schema, fm_embed_dim)
+        super().__init__(schema, fm_embed_dim)
         self.fm = FMInteraction()
         self.attention = nn.Sequential(
             *(
@@ -59,17 +54,11 @@ class AttentionDeepFM(nn.Module):
         )
         self.attention_output = nn.Linear(schema.num_fields * fm_embed_dim, 1)
         self.mlp = MLP(schema.total_embedding_dim, hidden_units, dropout)
-        self.bias = nn.Parameter(torch.zeros(1))
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        first_order, field_embeddings, flat_embeddings = self.embedding(batch)
-        attended = self.attention(field_embeddings)  # (B, F, fm_embed_dim)
-        attention_logit = self.attention_output(attended.flatten(start_dim=1))  # (B, 1)
-        logits = (
-            self.bias
-            + first_order
-            + self.fm(field_embeddings)
-            + attention_logit
-            + self.mlp(flat_embeddings)
-        )
-        return logits.squeeze(1)  # (B, 1) -> (B,)
+    def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:
+        attended = self.attention(views.field_embeddings)  # (B, F, fm_embed_dim)
+        return [
+            self.fm(views.field_embeddings),
+            self.attention_output(attended.flatten(start_dim=1)),
+            self.mlp(views.flat_embeddings),
+        ]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from deepfm.data.schema import Schema
-from deepfm.models.layers.embedding import FeatureEmbedding
+from deepfm.models.base import CTRModel
+from deepfm.models.layers.embedding import EmbeddingViews
 from deepfm.models.layers.fm import FMInteraction
 from deepfm.models.layers.mlp import MLP
 
 
-class DeepFM(nn.Module):
+class DeepFM(CTRModel):
     """`bias + first_order + FM(field_embeddings) + MLP(flat_embeddings)`.
 
     Args:
@@ -21,10 +21,6 @@ class DeepFM(nn.Module):
         fm_embed_dim: the common width of the interacting field vectors.
         hidden_units: MLP hidden widths.
         dropout: MLP dropout probability.
-
-    Shapes:
-        - input: `batch`, field name -> index tensor, as `FeatureEmbedding` takes it.
-        - output: logits `(B,)`.
 
     Example::
 
@@ -39,13 +35,9 @@ class DeepFM(nn.Module):
         hidden_units: Sequence[int] = (256, 128),
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.embedding = FeatureEmbedding(schema, fm_embed_dim)
+        super().__init__(schema, fm_embed_dim)
         self.fm = FMInteraction()
         self.mlp = MLP(schema.total_embedding_dim, hidden_units, dropout)
-        self.bias = nn.Parameter(torch.zeros(1))
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        first_order, field_embeddings, flat_embeddings = self.embedding(batch)
-        logits = self.bias + first_order + self.fm(field_embeddings) + self.mlp(flat_embeddings)
-        return logits.squeeze(1)  # (B, 1) -> (B,)
+    def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:
+        return [self.fm(views.field_embeddings), self.mlp(views.flat_embeddings)]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from deepfm.data.schema import Schema
+from deepfm.models.base import CTRModel
 from deepfm.models.layers.cin import CIN
-from deepfm.models.layers.embedding import FeatureEmbedding
+from deepfm.models.layers.embedding import EmbeddingViews
 from deepfm.models.layers.mlp import MLP
 
 
-class XDeepFM(nn.Module):
+class XDeepFM(CTRModel):
     """`bias + first_order + CIN(field_embeddings) + MLP(flat_embeddings)`.
 
     Args:
@@ -23,10 +23,6 @@ class XDeepFM(nn.Module):
         cin_split_half: pass half of each non-final CIN layer on and pool the other half.
         hidden_units: MLP hidden widths.
         dropout: MLP dropout probability.
-
-    Shapes:
-        - input: `batch`, field name -> index tensor, as `FeatureEmbedding` takes it.
-        - output: logits `(B,)`.
 
     Example::
 
@@ -43,13 +39,9 @@ class XDeepFM(nn.Module):
         hidden_units: Sequence[int] = (256, 128),
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.embedding = FeatureEmbedding(schema, fm_embed_dim)
+        super().__init__(schema, fm_embed_dim)
         self.cin = CIN(schema.num_fields, cin_layer_sizes, cin_split_half)
         self.mlp = MLP(schema.total_embedding_dim, hidden_units, dropout)
-        self.bias = nn.Parameter(torch.zeros(1))
 
-    def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        first_order, field_embeddings, flat_embeddings = self.embedding(batch)
-        logits = self.bias + first_order + self.cin(field_embeddings) + self.mlp(flat_embeddings)
-        return logits.squeeze(1)  # (B, 1) -> (B,)
+    def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:
+        return [self.cin(views.field_embeddings), self.mlp(views.flat_embeddings)]

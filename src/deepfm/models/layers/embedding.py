@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +11,14 @@ from torch import Tensor, nn
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
 
 EMBEDDING_INIT_STD = 1e-2
+
+
+class EmbeddingViews(NamedTuple):
+    """What `FeatureEmbedding` returns; a view it was built without is None."""
+
+    first_order: Tensor | None  # (B, 1)
+    field_embeddings: Tensor | None  # (B, F, fm_embed_dim)
+    flat_embeddings: Tensor  # (B, total_embedding_dim)
 
 
 class FeatureEmbedding(nn.Module):
@@ -31,9 +40,10 @@ class FeatureEmbedding(nn.Module):
             order.
         fm_embed_dim: the common width of `field_embeddings`; a field of another width is
             mapped to it by a bias-free linear projection.
-        flat_only: build only the tables `flat_embeddings` reads, for a model that uses no
-            other view (no first-order tables, no projections: a model owns only what it
-            trains); `forward` then raises.
+        first_order: build the first-order tables (one scalar weight per value); without
+            them the `first_order` view is None.
+        field_embeddings: build the projections to `fm_embed_dim`; without them the
+            `field_embeddings` view is None. A model owns only the parts it trains.
 
     Shapes:
         - input: `batch[name]` is an int32 or int64 index tensor, `(B,)` for a sparse field and
@@ -54,9 +64,16 @@ class FeatureEmbedding(nn.Module):
         # shapes (2, 1), (2, 2, 16), (2, 24)
     """
 
-    def __init__(self, schema: Schema, fm_embed_dim: int = 16, flat_only: bool = False) -> None:
+    def __init__(
+        self,
+        schema: Schema,
+        fm_embed_dim: int = 16,
+        first_order: bool = True,
+        field_embeddings: bool = True,
+    ) -> None:
         super().__init__()
-        self.flat_only = flat_only
+        self.with_first_order = first_order
+        self.with_field_embeddings = field_embeddings
         fields = list(schema.fields.values())
         self.sparse_fields = [s.name for s in fields if s.feature_type is FeatureType.SPARSE]
         self.sequence_fields = [s.name for s in fields if s.feature_type is FeatureType.SEQUENCE]
@@ -65,18 +82,18 @@ class FeatureEmbedding(nn.Module):
         self.second_order_embeddings = nn.ModuleDict(
             {spec.name: _embedding_table(spec, spec.embedding_dim) for spec in fields}
         )
-        if flat_only:
-            return
-        self.first_order_embeddings = nn.ModuleDict(
-            {spec.name: _embedding_table(spec, 1) for spec in fields}
-        )
-        self.projections = nn.ModuleDict(
-            {
-                spec.name: nn.Linear(spec.embedding_dim, fm_embed_dim, bias=False)
-                for spec in fields
-                if spec.embedding_dim != fm_embed_dim
-            }
-        )
+        if first_order:
+            self.first_order_embeddings = nn.ModuleDict(
+                {spec.name: _embedding_table(spec, 1) for spec in fields}
+            )
+        if field_embeddings:
+            self.projections = nn.ModuleDict(
+                {
+                    spec.name: nn.Linear(spec.embedding_dim, fm_embed_dim, bias=False)
+                    for spec in fields
+                    if spec.embedding_dim != fm_embed_dim
+                }
+            )
         # Where each sparse field's rows start in the concatenation of their first-order tables.
         sizes = [schema.fields[name].vocabulary_size for name in self.sparse_fields]
         self.register_buffer(
@@ -85,30 +102,27 @@ class FeatureEmbedding(nn.Module):
             persistent=False,
         )
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        if self.flat_only:
-            raise RuntimeError("built with flat_only=True: call flat_embeddings(batch)")
+    def forward(self, batch: dict[str, Tensor]) -> EmbeddingViews:
         sparse_indices = self._sparse_indices(batch)  # (B, S)
         present = (sparse_indices != 0).float()  # (B, S); 0 marks OOV, whose rows get no gradient
         poolings = self._poolings(batch)
         raw_embeddings = self._raw_embeddings(batch, present, poolings)
-        first_order = self._first_order(sparse_indices, present, poolings)  # (B, 1)
+        first_order = None
+        if self.with_first_order:
+            first_order = self._first_order(sparse_indices, present, poolings)  # (B, 1)
         flat_embeddings = torch.cat(raw_embeddings, dim=1)  # (B, total_dim)
-        field_embeddings = torch.stack(
-            [
-                self.projections[name](embedding) if name in self.projections else embedding
-                for name, embedding in zip(
-                    self.second_order_embeddings, raw_embeddings, strict=True
-                )
-            ],
-            dim=1,
-        )  # (B, F, fm_embed_dim)
-        return first_order, field_embeddings, flat_embeddings
-
-    def flat_embeddings(self, batch: dict[str, Tensor]) -> Tensor:
-        """Only the `(B, total_dim)` raw concatenation, for models that need nothing else."""
-        present = (self._sparse_indices(batch) != 0).float()
-        return torch.cat(self._raw_embeddings(batch, present, self._poolings(batch)), dim=1)
+        field_embeddings = None
+        if self.with_field_embeddings:
+            field_embeddings = torch.stack(
+                [
+                    self.projections[name](embedding) if name in self.projections else embedding
+                    for name, embedding in zip(
+                        self.second_order_embeddings, raw_embeddings, strict=True
+                    )
+                ],
+                dim=1,
+            )  # (B, F, fm_embed_dim)
+        return EmbeddingViews(first_order, field_embeddings, flat_embeddings)
 
     def _sparse_indices(self, batch: dict[str, Tensor]) -> Tensor:
         return torch.stack([batch[name] for name in self.sparse_fields], dim=1)  # (B, S)
