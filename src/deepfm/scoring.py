@@ -1,7 +1,8 @@
 """Score a Parquet file of raw feature rows with a trained model, batch by batch.
 
 The output holds every input row, in input order, with the input columns and a
-float32 `probability` column; it appears at its path only when complete.
+float32 `probability` column (replacing one the input already has); it appears at its
+path only when complete, and a failure to write it (a full disk, say) leaves nothing.
 """
 
 from __future__ import annotations

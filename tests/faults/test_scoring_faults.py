@@ -1,5 +1,7 @@
 """`deepfm score` under faults: a model.pt carrying a pickle payload, a cut-off model.pt,
-an empty input file, and NaN or unseen values (OOV, index 0, as documented)."""
+an empty input file, NaN, unseen or impossible values (OOV, index 0, as documented), an
+input that was already scored, `genres` given as text, a bad `--batch-rows`, and an
+`--output` that is a folder, read-only or on a full disk."""
 
 from __future__ import annotations
 
