@@ -97,10 +97,20 @@ def test_unseen_and_missing_values_score_as_oov(model_dir, raw_rows, tmp_path):
     nulls["occupation"] = None
     nulls["zip_code"] = None
     nulls["genres"] = [[]]
-    frame = pd.concat([unseen, nulls], ignore_index=True)
-    scores = score(model_dir, frame, tmp_path)["probability"]
-    # Both rows are all-OOV: the same finite probability.
-    assert np.isfinite(scores).all() and scores[0] == scores[1]
+    frame = pd.concat([known, unseen, nulls], ignore_index=True)
+    scores = score(model_dir, frame, tmp_path)["probability"].to_numpy()
+
+    # Both rows are all-OOV: the model's output for index 0 in every field, built here
+    # from the schema alone (no encoder), and not the known row's score.
+    saved = load_model(model_dir / "model.pt")
+    all_oov = {
+        name: torch.zeros((1, spec.max_len) if name == "genres" else (1,), dtype=torch.long)
+        for name, spec in saved.schema.fields.items()
+    }
+    with torch.no_grad():
+        expected = torch.sigmoid(saved.model.eval()(all_oov)).numpy()
+    np.testing.assert_allclose(scores[1:], np.repeat(expected, 2), atol=1e-7)
+    assert abs(scores[0] - expected[0]) > 1e-4
 
 
 def test_missing_column_is_an_error_naming_it(model_dir, raw_rows, tmp_path, caplog):

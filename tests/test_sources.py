@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -252,12 +253,28 @@ def test_corrupt_member_found_during_extraction_leaves_nothing(
     assert sorted((tmp_path / "raw").iterdir()) == []
 
 
+KILLED_DOWNLOAD = """
+import os, signal, sys
+from pathlib import Path
+from deepfm import atomic
+root = Path(sys.argv[1])
+with atomic.temp_dir(root, "ml-100k.fetch") as work:
+    with atomic.open_for_write(root / "ml-100k.zip") as part:
+        (work / "extracted").mkdir()
+        part.write_bytes(b"partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_stale_temps_from_a_killed_run_are_removed_even_when_the_next_run_fails(
     server: Server, release_zip: bytes, tmp_path: Path
 ) -> None:
     raw_root = tmp_path / "raw"
-    (raw_root / ".tmp-ml-100k.fetch.killed" / "extracted").mkdir(parents=True)
-    (raw_root / ".tmp-ml-100k.zip.abc").write_bytes(b"partial")
+    raw_root.mkdir()
+    # A run SIGKILLed while it extracted the release and wrote the zip.
+    killed = subprocess.run([sys.executable, "-c", KILLED_DOWNLOAD, str(raw_root)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert [name.split(".")[2] for name in _leftovers(raw_root)] == ["fetch", "zip"]
     broken = GroupLensSource(server.serve("/broken.zip", b"", 500), 10, "0" * 64)
 
     with pytest.raises(DownloadError, match="HTTP 500"):

@@ -111,9 +111,14 @@ class RawFeatureEncoder:
                 )
 
     def _encode_genres(self, genres: pd.Series, max_len: int) -> np.ndarray:
+        if pd.api.types.infer_dtype(genres, skipna=True) == "string":
+            raise ServingError(
+                "column 'genres' must hold lists of genre names such as ['Action', 'Drama'], "
+                f"not text (e.g. {genres.dropna().iloc[0]!r})"
+            )
         try:
             lists = pa.array(genres, type=pa.list_(pa.string()))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
             raise ServingError(f"column 'genres' must hold lists of genre names: {err}") from err
         values = pd.Series(lists.flatten().to_numpy(zero_copy_only=False))
         return encode_lists(lists.offsets.to_numpy(), values, self.vocabs["genres"], max_len)

@@ -1,13 +1,20 @@
 """`deepfm score` under faults: a model.pt carrying a pickle payload, a cut-off model.pt,
-an empty input file, and NaN or unseen values (OOV, index 0, as documented)."""
+an empty input file, NaN, unseen or impossible values (OOV, index 0, as documented), an
+input that was already scored, `genres` given as text, a bad `--batch-rows`, and an
+`--output` that is a folder, read-only or on a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import resource
 import shlex
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +144,150 @@ def test_nan_and_unseen_values_encode_to_the_oov_index(model_dir, rows):
     for field, indices in batch.items():
         assert bool((indices[0] != 0).any()), field  # the known row is not OOV
         assert not indices[1:].any(), field  # NaN, missing and unseen are index 0
+
+
+def test_rescoring_a_scored_file_replaces_its_probability_column(
+    model_dir, rows, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.chdir(model_dir.parents[1])
+    main(score_command(model_dir, rows, tmp_path / "scored.parquet"))
+    caplog.clear()
+
+    with caplog.at_level(logging.WARNING):
+        main(score_command(model_dir, tmp_path / "scored.parquet", tmp_path / "again.parquet"))
+
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    again = pd.read_parquet(tmp_path / "again.parquet")
+    assert list(again.columns) == [*pd.read_parquet(rows).columns, "probability"]
+    pd.testing.assert_frame_equal(again, scored)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"{tmp_path / 'scored.parquet'} already has a 'probability' column")
+
+
+def test_genres_given_as_text_is_one_line_error(model_dir, rows, tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(model_dir.parents[1])
+    frame = pd.read_parquet(rows)
+    frame["genres"] = frame["genres"].map("|".join)
+    frame.to_parquet(tmp_path / "text.parquet")
+
+    error = one_line_error(
+        score_command(model_dir, tmp_path / "text.parquet", tmp_path / "s.parquet"), caplog
+    )
+
+    assert error.startswith(
+        f"{tmp_path / 'text.parquet'} rows 0-9: column 'genres' must hold lists of genre names"
+    )
+    assert not (tmp_path / "s.parquet").exists()
+
+
+@pytest.mark.parametrize("batch_rows", ["0", "-3"])
+def test_batch_rows_below_one_is_refused(
+    model_dir, rows, tmp_path, caplog, monkeypatch, batch_rows
+):
+    monkeypatch.chdir(model_dir.parents[1])
+    args = [*score_command(model_dir, rows, tmp_path / "s.parquet"), "--batch-rows", batch_rows]
+
+    error = one_line_error(args, caplog)
+
+    assert error == f"--batch-rows must be a whole number of rows >= 1, got {batch_rows}"
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_output_that_is_a_folder_is_refused(model_dir, rows, tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(model_dir.parents[1])
+    (tmp_path / "out").mkdir()
+
+    error = one_line_error(score_command(model_dir, rows, tmp_path / "out"), caplog)
+
+    assert error.startswith(f"{tmp_path / 'out'}: is a folder; --output takes")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at `folder` (needs root: skips without it)."""
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]
+    if shutil.which("mount") is None or subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_output_in_a_read_only_folder_is_one_line_error(
+    model_dir, rows, tmp_path, caplog, monkeypatch
+):
+    """Root writes through file modes, so as root the folder is a read-only mount."""
+    monkeypatch.chdir(model_dir.parents[1])
+    with contextlib.ExitStack() as stack:
+        if os.geteuid() == 0:
+            folder = stack.enter_context(tmpfs(tmp_path / "ro", "ro,size=64k"))
+        else:
+            folder = tmp_path / "ro"
+            folder.mkdir(mode=0o555)
+
+        error = one_line_error(score_command(model_dir, rows, folder / "s.parquet"), caplog)
+
+        assert error in (
+            f"{folder / 's.parquet'}: cannot write the output (Read-only file system)",
+            f"{folder / 's.parquet'}: cannot write the output (Permission denied)",
+        )
+        assert list(folder.iterdir()) == []
+
+
+def limit_file_size(limit: int) -> None:
+    """In the child: writing past `limit` bytes of a file fails with EFBIG (Python ignores
+    SIGXFSZ, so the write returns the error instead of the signal killing the process)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize("full", ["tmpfs of 16 KiB: ENOSPC", "RLIMIT_FSIZE 16 KiB: EFBIG"])
+def test_output_on_a_full_disk_is_one_line_error_and_leaves_nothing(
+    model_dir, project, tmp_path, full
+):
+    config = ExperimentConfig.from_yaml(project / "params.yaml")
+    raw = read_raw(project / config.data.raw_path)
+    frame = raw_feature_frame(raw, np.arange(raw.ratings.num_rows), SEED_FIELDS)
+    frame.to_parquet(tmp_path / "rows.parquet")  # its scores need well over 16 KiB
+    with contextlib.ExitStack() as stack:
+        if full.startswith("tmpfs"):
+            folder, limit = stack.enter_context(tmpfs(tmp_path / "full", "size=16k")), None
+        else:
+            folder, limit = tmp_path / "full", partial(limit_file_size, 16 * 1024)
+            folder.mkdir()
+        output = folder / "s.parquet"
+
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepfm",
+                *score_command(model_dir, tmp_path / "rows.parquet", output),
+            ],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            preexec_fn=limit,
+        )
+
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        [error] = [line for line in result.stderr.splitlines() if " ERROR " in line]
+        reason = "No space left on device" if limit is None else "File too large"
+        assert error.endswith(f": {output}: cannot write the output ({reason})")
+        assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("age", [-5, np.inf, -np.inf, np.nan, 121])
+def test_an_impossible_age_scores_as_oov(model_dir, rows, age):
+    predictor = CTRPredictor.from_files(
+        model_dir / "model.pt", model_dir.parents[1] / "data/processed/ml-100k/vocab"
+    )
+    frame = pd.read_parquet(rows).iloc[[0, 0]].reset_index(drop=True)
+    frame["age"] = [30.0, age]
+
+    ages = predictor.encoder.encode(frame)["age"]
+
+    assert ages[0] != 0 and ages[1] == 0

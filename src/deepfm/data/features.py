@@ -18,6 +18,7 @@ OOV_INDEX = 0
 # MovieLens-1M's seven age groups: lower bounds (years) and labels.
 AGE_BOUNDS = (18, 25, 35, 45, 50, 56)
 AGE_LABELS = ("under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
+MAX_AGE = 120  # years; an age outside 0..MAX_AGE is an error in the data, scored as OOV
 
 # The raw column each model field is computed from: what a served model takes.
 RAW_COLUMNS = {
@@ -35,9 +36,12 @@ YEAR_IN_TITLE = r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$"
 
 
 def age_bucket(age_years: np.ndarray) -> np.ndarray:
-    """Map ages in years to MovieLens-1M's seven group labels."""
-    labels = np.array(AGE_LABELS, dtype=object)
-    return labels[np.searchsorted(AGE_BOUNDS, np.asarray(age_years), side="right")]
+    """Map ages in years to MovieLens-1M's seven group labels; an impossible age
+    (negative, over `MAX_AGE`, infinite or NaN) maps to NaN, which encodes as OOV."""
+    ages = np.asarray(age_years, dtype=np.float64)
+    labels = np.array(AGE_LABELS, dtype=object)[np.searchsorted(AGE_BOUNDS, ages, side="right")]
+    labels[~((ages >= 0) & (ages <= MAX_AGE))] = np.nan  # NaN fails both comparisons
+    return labels
 
 
 def zip_prefix(zip_codes: pd.Series, length: int) -> pd.Series:
@@ -61,8 +65,8 @@ def field_values(name: str, raw: pd.DataFrame, zip_prefix_len: int) -> pd.Series
     """Values of sparse field `name` from `raw`, which has the column `RAW_COLUMNS[name]`."""
     column = raw[RAW_COLUMNS[name]]
     if name == "age":
-        ages = pd.to_numeric(column, errors="coerce")
-        return pd.Series(age_bucket(ages.to_numpy()), index=column.index).where(ages.notna())
+        ages = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        return pd.Series(age_bucket(ages), index=column.index)
     if name == "zip_prefix":
         return zip_prefix(column.astype("string"), zip_prefix_len)
     if name == "release_decade":

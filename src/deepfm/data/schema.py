@@ -12,6 +12,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from deepfm.errors import UserError
+
+
+class PreparedDataError(UserError, ValueError):
+    """A prepared file (`schema.json`, a split's Parquet) that is unreadable, incomplete or
+    does not match the rest of the prepared data; the message names the file and the key,
+    column or split."""
+
+
+JSON_KINDS = {str: "string", list: "array"}
+
 
 class FeatureType(Enum):
     SPARSE = "sparse"  # one index per row
@@ -38,13 +49,20 @@ class FieldSpec:
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FieldSpec:
+    def from_dict(cls, values: dict[str, Any], where: str = "") -> FieldSpec:
+        """The spec `to_dict` gave; `where` prefixes key names in errors (`fields[2].`)."""
+        feature_type = _item(values, "feature_type", str, where)
+        if feature_type not in {kind.value for kind in FeatureType}:
+            allowed = [kind.value for kind in FeatureType]
+            raise PreparedDataError(
+                f"{where}feature_type must be one of {allowed}, got {feature_type!r}"
+            )
         return cls(
-            name=values["name"],
-            feature_type=FeatureType(values["feature_type"]),
-            vocabulary_size=int(values["vocabulary_size"]),
-            embedding_dim=int(values["embedding_dim"]),
-            max_len=int(values.get("max_len", 1)),
+            name=_item(values, "name", str, where),
+            feature_type=FeatureType(feature_type),
+            vocabulary_size=_item(values, "vocabulary_size", int, where),
+            embedding_dim=_item(values, "embedding_dim", int, where),
+            max_len=_item(values, "max_len", int, where) if "max_len" in values else 1,
         )
 
 
@@ -72,7 +90,12 @@ class Schema:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Schema:
-        return cls.of([FieldSpec.from_dict(v) for v in values["fields"]], values["label"])
+        """The schema `to_dict` gave; a missing or wrong key is a `PreparedDataError`."""
+        fields = _item(values, "fields", list, "")
+        if not fields:
+            raise PreparedDataError("fields is empty")
+        specs = [FieldSpec.from_dict(spec, f"fields[{i}].") for i, spec in enumerate(fields)]
+        return cls.of(specs, _item(values, "label", str, ""))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -83,4 +106,29 @@ class Schema:
 
     @classmethod
     def load(cls, path: str | Path) -> Schema:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read `schema.json`; an unreadable or incomplete one is an error naming it."""
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            where = f"line {err.lineno} column {err.colno}"
+            raise PreparedDataError(f"{path}: not valid JSON ({err.msg} at {where})") from None
+        except UnicodeDecodeError as err:
+            raise PreparedDataError(f"{path}: not UTF-8 text ({err.reason})") from None
+        except PreparedDataError as err:
+            raise PreparedDataError(f"{path}: {err}") from None
+
+
+def _item(values: Any, key: str, kind: type, where: str) -> Any:
+    """`values[key]`: a `kind`, and for `int` a whole number >= 1."""
+    if not isinstance(values, dict):
+        raise PreparedDataError(f"{where.rstrip('.') or 'the top level'} must be a JSON object")
+    if key not in values:
+        raise PreparedDataError(f"missing key {where}{key}")
+    value = values[key]
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PreparedDataError(f"{where}{key} must be a whole number >= 1, got {value!r}")
+    elif not isinstance(value, kind):
+        raise PreparedDataError(f"{where}{key} must be a JSON {JSON_KINDS[kind]}, got {value!r}")
+    return value

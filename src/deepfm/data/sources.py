@@ -20,7 +20,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -263,11 +262,9 @@ def download(dataset: str, raw_root: Path, sources: Sequence[Source] | None = No
     failures = []
     for source in sources:
         logger.info("%s: trying %s", dataset, source.label)
-        with tempfile.TemporaryDirectory(
-            prefix=f"{atomic.TEMP_PREFIX}{dataset}.fetch.", dir=raw_root
-        ) as workdir:
+        with atomic.temp_dir(raw_root, f"{dataset}.fetch") as workdir:
             try:
-                tables = source.fetch(Path(workdir))
+                tables = source.fetch(workdir)
             except (DownloadError, RawDataError) as err:
                 logger.warning("%s: %s failed: %s", dataset, source.label, err)
                 failures.append(f"{source.label}: {err}")
