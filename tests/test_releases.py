@@ -24,14 +24,14 @@ from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import prepare, raw_feature_frame
 from deepfm.data.raw import (
     ITEMS_SCHEMA,
-    ML1M_OCCUPATIONS,
     RATINGS_SCHEMA,
     USERS_SCHEMA,
     RawDataError,
-    parse_release,
     read_raw,
     write_raw,
 )
+from deepfm.data.releases import parse_release
+from deepfm.data.releases.ml1m import ML1M_OCCUPATIONS
 from deepfm.models.registry import MODELS, build_model
 
 ROOT = Path(__file__).resolve().parents[1]

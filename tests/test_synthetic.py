@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from deepfm.data import synthetic
-from deepfm.data.raw import parse_release
+from deepfm.data.releases import parse_release
 
 MEMBERS = {
     "ml-100k": ["README", "u.data", "u.genre", "u.info", "u.item", "u.occupation", "u.user"],
