@@ -20,6 +20,13 @@ from deepfm.data.releases.text import RATING_COLUMNS, Layout, Part, read_table
 _PIPES = Layout("utf-8", "|")
 _TABS = Layout("utf-8", "\t")
 _ITEMS = Layout("latin-1", "|")
+# u.user holds the canonical user columns, age before gender.
+_USER_COLUMNS = [
+    (name, USERS_SCHEMA.field(name).type)
+    for name in ("user_id", "age", "gender", "occupation", "zip_code")
+]
+# u.item: the movie id, these text columns, then one 0/1 flag per genre of u.genre.
+_ITEM_TEXT_COLUMNS = ("title", "release_date", "video_release_date", "imdb_url")
 
 
 def parse_ml100k(folder: Path) -> RawTables:
@@ -36,28 +43,15 @@ def parse_ml100k(folder: Path) -> RawTables:
     genre_names = genres["name"].to_pylist()
 
     ratings = read_table(folder / "u.data", _TABS, RATING_COLUMNS)
-    users = read_table(
-        folder / "u.user",
-        _PIPES,
-        [
-            ("user_id", pa.int32()),
-            ("age", pa.int32()),
-            ("gender", pa.string()),
-            ("occupation", pa.string()),
-            ("zip_code", pa.string()),
-        ],
-    )
+    users = read_table(folder / "u.user", _PIPES, _USER_COLUMNS)
     items = read_table(
         folder / "u.item",
         _ITEMS,
         [
             ("movie_id", pa.int32()),
-            ("title", pa.string()),
-            ("release_date", pa.string()),
-            ("video_release_date", pa.string()),
-            ("imdb_url", pa.string()),
-        ]
-        + [(name, pa.int8()) for name in genre_names],
+            *[(name, pa.string()) for name in _ITEM_TEXT_COLUMNS],
+            *[(name, pa.int8()) for name in genre_names],
+        ],
     )
     flags = np.column_stack([items.table[name].to_numpy() for name in genre_names])
     items_table = pa.table(
