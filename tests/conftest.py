@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from deepfm.config import DataConfig, ExperimentConfig
 from deepfm.data.prepare import prepare
-from deepfm.data.raw import parse_ml100k, write_raw
+from deepfm.data.raw import write_raw
+from deepfm.data.releases.ml100k import parse_ml100k
 from local_server import Server
 from movielens_fixtures import write_ml100k_folder
 

@@ -13,7 +13,8 @@ import mlflow
 import pytest
 import yaml
 
-from deepfm.data.raw import parse_ml100k, write_raw
+from deepfm.data.raw import write_raw
+from deepfm.data.releases.ml100k import parse_ml100k
 from movielens_fixtures import write_ml100k_folder
 
 ROOT = Path(__file__).resolve().parents[1]

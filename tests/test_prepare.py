@@ -18,7 +18,8 @@ from deepfm.data.prepare import (
     raw_feature_frame,
     split_rows,
 )
-from deepfm.data.raw import parse_ml100k, read_raw, write_raw
+from deepfm.data.raw import read_raw, write_raw
+from deepfm.data.releases.ml100k import parse_ml100k
 from deepfm.data.schema import FeatureType, Schema
 from movielens_fixtures import write_ml100k_folder
 

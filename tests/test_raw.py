@@ -19,11 +19,11 @@ from deepfm.data.raw import (
     USERS_SCHEMA,
     RawDataError,
     RawTables,
-    ml100k_from_mirror,
-    parse_ml100k,
     read_raw,
     write_raw,
 )
+from deepfm.data.releases.mirror import ml100k_from_mirror
+from deepfm.data.releases.ml100k import parse_ml100k
 from movielens_fixtures import (
     FOREIGN_ZIP,
     GENRES,

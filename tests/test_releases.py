@@ -24,14 +24,15 @@ from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import prepare, raw_feature_frame
 from deepfm.data.raw import (
     ITEMS_SCHEMA,
-    ML1M_OCCUPATIONS,
     RATINGS_SCHEMA,
     USERS_SCHEMA,
     RawDataError,
-    parse_release,
     read_raw,
     write_raw,
 )
+from deepfm.data.releases import parse_release
+from deepfm.data.releases.ml1m import ML1M_OCCUPATIONS
+from deepfm.data.synthetic.population import NON_LATIN1_WORD
 from deepfm.models.registry import MODELS, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def test_csv_release_edge_cases(tmp_path: Path) -> None:
     assert titles[2] == "Untitled Project"  # no year
     assert genres[3] == []  # "(no genres listed)"
     assert "(no genres listed)" not in {name for names in genres for name in names}
-    assert any(synthetic.NON_LATIN1_WORD in title for title in titles)  # UTF-8 beyond Latin-1
+    assert any(NON_LATIN1_WORD in title for title in titles)  # UTF-8 beyond Latin-1
     assert any(", The (" in title for title in titles[2:])  # commas: quoted in the file
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from deepfm.data import synthetic
-from deepfm.data.raw import RawTables, parse_ml100k, parse_release, read_raw
+from deepfm.data.raw import RawTables, read_raw
+from deepfm.data.releases import parse_release
+from deepfm.data.releases.ml100k import parse_ml100k
 from deepfm.data.sources import (
     GROUPLENS,
     ML100K_MIRROR,

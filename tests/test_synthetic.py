@@ -12,7 +12,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from deepfm.data import synthetic
-from deepfm.data.raw import parse_release
+from deepfm.data.releases import parse_release
+from deepfm.data.synthetic import population
+from deepfm.data.synthetic.ratings import WHOLE_STAR_SHARES
 
 MEMBERS = {
     "ml-100k": ["README", "u.data", "u.genre", "u.info", "u.item", "u.occupation", "u.user"],
@@ -44,7 +46,7 @@ def test_zip_has_the_release_layout(tmp_path: Path, release: str) -> None:
     if release == "ml-100k":
         assert first_lines["u.data"].count(b"\t") == 3
         assert first_lines["u.user"].count(b"|") == 4
-        assert first_lines["u.item"].count(b"|") == 4 + len(synthetic.GENRES["ml-100k"])
+        assert first_lines["u.item"].count(b"|") == 4 + len(population.GENRES["ml-100k"])
         assert first_lines["u.genre"] == b"unknown|0"
     elif release == "ml-1m":
         assert first_lines["ratings.dat"].count(b"::") == 3
@@ -78,7 +80,7 @@ def test_folder_holds_the_zip_members(tmp_path: Path) -> None:
 
 def test_chunks_do_not_change_the_ratings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunk bounds follow users, so many small chunks still give every user its count."""
-    monkeypatch.setattr(synthetic, "CHUNK_RATINGS", 700)
+    monkeypatch.setattr("deepfm.data.synthetic.ratings.CHUNK_RATINGS", 700)
     raw = parse_release("ml-25m", synthetic.generate("ml-25m", 5000, tmp_path, folder=True))
 
     users, movies = synthetic.sizes(synthetic.RELEASES["ml-25m"], 5000)
@@ -106,12 +108,12 @@ def test_ratings_look_like_movielens(tmp_path: Path) -> None:
     movies = raw.ratings["movie_id"].to_numpy()
     ratings = raw.ratings["rating"].to_numpy()
 
-    assert np.bincount(users)[1:].min() >= synthetic.MIN_USER_RATINGS
+    assert np.bincount(users)[1:].min() >= population.MIN_USER_RATINGS
     assert len(np.unique(users.astype(np.int64) * 10**6 + movies)) == len(users)
     per_movie = np.sort(np.unique(movies, return_counts=True)[1])[::-1]
     assert per_movie[:10].sum() > 5 * per_movie[-10:].sum()  # popular and rare movies
     shares = np.bincount(ratings.astype(int), minlength=6)[1:] / len(ratings)
-    np.testing.assert_allclose(shares, synthetic.WHOLE_STAR_SHARES, atol=0.04)
+    np.testing.assert_allclose(shares, WHOLE_STAR_SHARES, atol=0.04)
     genre_counts = np.array([len(genres) for genres in raw.items["genres"].to_pylist()])
     assert genre_counts.min() >= 1 and genre_counts.max() <= 6
     assert 1.5 < genre_counts.mean() < 2.5
@@ -121,10 +123,10 @@ def test_user_activity_is_heavy_tailed_like_ml1m() -> None:
     """At ml-1m's size: mean 165.6 and median 96 ratings per user in the real release."""
     users, movies = synthetic.sizes(synthetic.RELEASES["ml-1m"], 1_000_209)
     cap = synthetic.user_cap(movies)
-    counts = synthetic.rating_counts(np.random.default_rng(0), users, 1_000_209, cap)
+    counts = population.rating_counts(np.random.default_rng(0), users, 1_000_209, cap)
 
     assert counts.sum() == 1_000_209
-    assert counts.min() >= synthetic.MIN_USER_RATINGS and counts.max() <= cap
+    assert counts.min() >= population.MIN_USER_RATINGS and counts.max() <= cap
     assert 80 < np.median(counts) < 120
     assert counts.max() > 10 * np.median(counts)
 

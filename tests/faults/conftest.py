@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from conftest import make_workspace, small_data_config
-from deepfm.data.raw import parse_ml100k, write_raw
+from deepfm.data.raw import write_raw
+from deepfm.data.releases.ml100k import parse_ml100k
 from faults.processes import Stopped, run_stage, store_env
 from movielens_fixtures import write_ml100k_folder
 

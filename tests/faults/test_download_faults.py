@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deepfm.data.raw import parse_ml100k, read_raw
+from deepfm.data.raw import read_raw
+from deepfm.data.releases.ml100k import parse_ml100k
 from deepfm.data.sources import DownloadError, GroupLensSource, download
 from local_server import Server
 from movielens_fixtures import build_ml100k_zip, write_ml100k_folder

@@ -35,13 +35,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from deepfm import atomic
-from deepfm.data.raw import (
-    RawDataError,
-    RawTables,
-    ml100k_from_mirror,
-    parse_release,
-    write_raw,
-)
+from deepfm.data.raw import RawDataError, RawTables, write_raw
+from deepfm.data.releases import parse_release
+from deepfm.data.releases.mirror import ml100k_from_mirror
 from deepfm.errors import UserError
 
 logger = logging.getLogger(__name__)
