@@ -126,7 +126,7 @@ def check_splits(rows_by_split: dict[str, np.ndarray], label: np.ndarray, data: 
             raise ConfigError(
                 f"data.label_threshold {data.label_threshold} makes {100 * positive:.0f}% of the "
                 f"{len(rows)} {split} ratings of {data.dataset} positive; choose a threshold "
-                f"that leaves both labels (a positive share strictly between 0% and 100%)"
+                f"that leaves both labels"
             )
 
 
