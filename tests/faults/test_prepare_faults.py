@@ -116,6 +116,7 @@ def test_prepare_killed_between_the_swap_renames_leaves_no_partial_output(
             "(2000 ratings); give every split a larger share",
         ),
     ],
+    ids=["threshold above the rating scale", "one label in train", "empty val split"],
 )
 def test_impossible_dataset_is_refused_before_prepare_writes(project, changes, message):
     before = snapshot(project / "data")
