@@ -330,7 +330,7 @@ def make_runners(
     train_config = dataclasses.replace(
         config.train,
         device=args.device,
-        seed=seed,
+        seeds=(seed,),
         max_epochs=args.max_epochs,
         patience=args.patience,
     )
@@ -425,7 +425,7 @@ def speed(
     rows, notes = [], []
     peak = matmul_peak_gflops() if any(pair.cin for pair in pairs) else None
     for pair in pairs:
-        ours, theirs = make_runners(pair, schema, columns, config, config.train.seed, args)
+        ours, theirs = make_runners(pair, schema, columns, config, config.train.seeds[0], args)
         runners: list[Runner] = [*ours, theirs]
         for runner in runners:
             runner.train_epoch(warmup)

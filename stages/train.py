@@ -68,7 +68,7 @@ def train(config: ExperimentConfig, name: str, device: torch.device) -> TrainRes
     if writer:
         tracking.check_tracking_server(tracking.tracking_uri())
 
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seeds[0])
     model = build_model(name, schema, config).to(device)
     run_key = hashlib.sha256(
         json.dumps([name, config.to_dict(), fingerprint], sort_keys=True).encode()

@@ -87,7 +87,7 @@ def ddp_rank(rank, world, port, config, out):
     with distributed.process_group(CPU) as device:
         for name in MODELS:
             for on_epoch in (crash_after_epoch_2, None):
-                torch.manual_seed(config.train.seed)
+                torch.manual_seed(config.train.seeds[0])
                 model = build_model(name, schema, config)
                 try:
                     result = Trainer(model, config.train, device).fit(
@@ -123,7 +123,7 @@ def test_two_ranks_match_one_process_through_a_resume(small_config, tmp_path, lo
 
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
     for name in MODELS:
-        torch.manual_seed(config.train.seed)
+        torch.manual_seed(config.train.seeds[0])
         model = build_model(name, schema, config)
         result = Trainer(model, config.train, CPU).fit(train_ds, val_ds)
         ddp_result = ddp[name]["result"]
@@ -161,7 +161,7 @@ def test_train_stage_with_nproc_2_writes_what_one_process_would(workspace, monke
     monkeypatch.chdir(workspace)
     config = ExperimentConfig.from_yaml("params.yaml")
     schema, train_ds, val_ds, _ = MovieLensAdapter(config.data).build()
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seeds[0])
     model = build_model("deepfm", schema, config)
     result = Trainer(model, config.train, CPU).fit(train_ds, val_ds)
 

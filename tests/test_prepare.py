@@ -1,5 +1,6 @@
 """prepare: splits, labels, vocabularies fitted on train only, schema, atomic output."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -7,10 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import small_data_config
-from deepfm.config import SEED_FIELDS, FeatureConfig
+from deepfm.config import SEED_FIELDS, ConfigError, DataConfig, FeatureConfig
 from deepfm.data.features import age_bucket
 from deepfm.data.prepare import (
     SPLITS,
+    check_splits,
     encode_split,
     fit_vocabularies,
     prepare,
@@ -18,7 +20,7 @@ from deepfm.data.prepare import (
     raw_feature_frame,
     split_rows,
 )
-from deepfm.data.raw import read_raw, write_raw
+from deepfm.data.raw import RawDataError, read_raw, write_raw
 from deepfm.data.releases.ml100k import parse_ml100k
 from deepfm.data.schema import FeatureType, Schema
 from movielens_fixtures import write_ml100k_folder
@@ -172,5 +174,46 @@ def test_failed_prepare_leaves_previous_output(raw_config, monkeypatch):
 
 def test_missing_raw_data_names_the_folder(tmp_path):
     data = small_data_config(tmp_path)
-    with pytest.raises(Exception, match="ml-100k"):
+    ratings = re.escape(str(data.raw_path / "ratings.parquet"))
+    with pytest.raises(RawDataError, match=rf"^{ratings}: missing; run the download stage first$"):
         prepare(data, FeatureConfig())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # every rating is >= 1: 100% positives
+        (
+            {"label_threshold": 1.0},
+            r"^data\.label_threshold 1\.0 makes 100% of the 1600 train ratings of ml-100k "
+            r"positive; choose a threshold that leaves both labels",
+        ),
+        (
+            {"split_ratios": (0.9996, 0.0002, 0.0002)},
+            r"^data\.split_ratios \[0\.9996, 0\.0002, 0\.0002\] leave the val split of "
+            r"ml-100k empty \(2000 ratings\); give every split a larger share$",
+        ),
+    ],
+)
+def test_impossible_splits_are_refused_before_writing(raw_config, changes, message):
+    prepare(raw_config, FeatureConfig())
+    before = {p: p.read_bytes() for p in raw_config.processed_path.rglob("*") if p.is_file()}
+
+    with pytest.raises(ConfigError, match=message):
+        prepare(replace(raw_config, **changes), FeatureConfig())
+
+    after = {p: p.read_bytes() for p in raw_config.processed_path.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in raw_config.processed_path.parent.iterdir()] == ["ml-100k"]
+
+
+def test_one_label_in_a_held_out_split_is_refused():
+    """AUC needs both labels in val and test too; the message names the split."""
+    label = np.array([1, 0, 1, 0, 1, 1], dtype=np.int8)
+    rows = {"train": np.array([0, 1, 2, 3]), "val": np.array([4]), "test": np.array([5])}
+    data = DataConfig(label_threshold=4.0)
+    with pytest.raises(ConfigError, match=r"makes 100% of the 1 val ratings of ml-100k positive"):
+        check_splits(rows, label, data)
+    rows["val"] = np.array([3, 4])
+    with pytest.raises(ConfigError, match=r"makes 100% of the 1 test ratings"):
+        check_splits(rows, label, data)

@@ -267,10 +267,10 @@ def test_each_release_has_its_default_fields_in_params_yaml() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"ml-5m": ["user_id"]}, "feature.fields: unknown dataset 'ml-5m'; choose from"),
-        ({"ml-1m": ["user_id", "rating"]}, "feature.fields.ml-1m: unknown field(s) ['rating']"),
-        ({"ml-1m": []}, "feature.fields.ml-1m must name each field once, got []"),
-        ({"ml-1m": ["genres", "genres"]}, "feature.fields.ml-1m must name each field once"),
+        ({"ml-5m": ["user_id"]}, "feature.fields: 'ml-5m' is not allowed; choose from"),
+        ({"ml-1m": ["user_id", "rating"]}, "feature.fields.ml-1m[1]: 'rating' is not allowed"),
+        ({"ml-1m": []}, "feature.fields.ml-1m must have at least 1 entry, got []"),
+        ({"ml-1m": ["genres", "genres"]}, "feature.fields.ml-1m must name each entry once"),
         ({"ml-1m": "user_id"}, "feature.fields.ml-1m: expected a list, got 'user_id'"),
         ([], "feature.fields: expected a mapping, got []"),
     ],

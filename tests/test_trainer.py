@@ -20,7 +20,7 @@ def data(small_config):
 
 def fit(config, data, name="deepfm", **fit_args):
     schema, train_ds, val_ds, _ = data
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seeds[0])
     model = build_model(name, schema, config)
     trainer = Trainer(model, config.train, CPU)
     return model, trainer.fit(train_ds, val_ds, **fit_args)

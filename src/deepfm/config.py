@@ -1,21 +1,36 @@
 """Experiment configuration: typed, validated sections of `params.yaml`.
 
 `ExperimentConfig()` holds the same defaults as the committed `params.yaml`;
-`ExperimentConfig.from_yaml(path)` reads a file, rejecting unknown keys, wrong
-types and out-of-range values with a message that names the key.
+`ExperimentConfig.from_yaml(path)` reads a file, refusing repeated keys, unknown keys,
+wrong types and out-of-range values in one line that names the key.
+
+Each section is a frozen pydantic dataclass: its fields declare their types and ranges,
+`dataclasses.replace` builds a validated copy, and building one directly with a bad
+value raises pydantic's `ValidationError` (`from_dict` and `from_yaml` raise `ConfigError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
 from deepfm.errors import UserError
 
@@ -28,38 +43,65 @@ Dataset = Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
 # Model fields prepare can build: ids, user demographics (ml-100k and ml-1m only), the
 # movie's genres (a sequence field) and the decade of the year in its title.
-FIELDS = (
-    "user_id",
-    "movie_id",
-    "gender",
-    "age",
-    "occupation",
-    "zip_prefix",
-    "genres",
-    "release_decade",
-)
+FieldName = Literal[
+    "user_id", "movie_id", "gender", "age", "occupation", "zip_prefix", "genres", "release_decade"
+]
+FIELDS: tuple[str, ...] = typing.get_args(FieldName)
 SEED_FIELDS = ("user_id", "movie_id", "gender", "age", "occupation", "zip_prefix", "genres")
 CSV_RELEASE_FIELDS = ("user_id", "movie_id", "genres", "release_decade")
 
+# Upper bounds catch typos (an extra zero or five) before anything is allocated.
+# An embedding width of 1024 already makes the ml-25m user and movie tables ~0.9 GB.
+MAX_EMBEDDING_DIM = 1024
+# An MLP layer's input is at most 8 fields x 1024 wide; a wider layer only adds memory.
+MAX_HIDDEN_UNITS = 8192
+# 2**20 rows is a few steps per epoch on the largest release (ml-25m: ~20 M training rows).
+MAX_BATCH_SIZE = 2**20
+# Seeds go to numpy and to torch.Generator.manual_seed (as seed * 100_003 + epoch).
+MAX_SEED = 2**32 - 1
+# The MovieLens rating scale: ml-100k and ml-1m rate 1..5, the CSV releases 0.5..5.
+MIN_RATING, MAX_RATING = 0.5, 5.0
 
-@dataclass(frozen=True)
+# Every section: unknown keys are errors, numbers must be finite.
+SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"must name each entry once, got {list(values)}")
+    return values
+
+
+Count = Annotated[StrictInt, Field(ge=1)]
+EmbeddingDim = Annotated[StrictInt, Field(ge=1, le=MAX_EMBEDDING_DIM)]
+NonNegative = Annotated[StrictFloat, Field(ge=0)]
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+Distinct = AfterValidator(_distinct)
+
+
+def _check_split_ratios(ratios: tuple[float, ...]) -> tuple[float, ...]:
+    if len(ratios) != 3 or any(r <= 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-9:
+        raise ValueError(
+            f"must be three positive numbers (train, val, test) summing to 1, got {list(ratios)}"
+        )
+    return ratios
+
+
+SplitRatios = Annotated[tuple[StrictFloat, ...], AfterValidator(_check_split_ratios)]
+
+
+@dataclass(frozen=True, config=SECTION)
 class DataConfig:
     """Which MovieLens release, where its files live, the label and the split."""
 
     dataset: Dataset = "ml-100k"
-    raw_dir: str = "data/raw"
-    processed_dir: str = "data/processed"
-    label_threshold: float = 4.0
+    raw_dir: NonEmptyText = "data/raw"
+    processed_dir: NonEmptyText = "data/processed"
+    label_threshold: Annotated[StrictFloat, Field(ge=MIN_RATING, le=MAX_RATING)] = 4.0
     split: Literal["random", "temporal"] = "random"
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if any(r <= 0 for r in self.split_ratios) or abs(sum(self.split_ratios) - 1) > 1e-9:
-            raise ConfigError(
-                f"data.split_ratios must be three positive numbers (train, val, test) "
-                f"summing to 1, got {list(self.split_ratios)}"
-            )
+    split_ratios: SplitRatios = (0.8, 0.1, 0.1)
+    seed: Seed = 42
 
     @property
     def raw_path(self) -> Path:
@@ -72,15 +114,26 @@ class DataConfig:
         return Path(self.processed_dir) / self.dataset
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DimRule:
     """Fields whose vocabulary (OOV included) has at most `max_vocab` entries get `dim`."""
 
-    max_vocab: int
-    dim: int
+    max_vocab: Count
+    dim: EmbeddingDim
 
 
-@dataclass(frozen=True)
+def _sorted_by_max_vocab(rules: tuple[DimRule, ...]) -> tuple[DimRule, ...]:
+    bounds = [rule.max_vocab for rule in rules]
+    if bounds != sorted(bounds):
+        raise ValueError(f"must be sorted by max_vocab, got {bounds}")
+    return rules
+
+
+DimRules = Annotated[tuple[DimRule, ...], AfterValidator(_sorted_by_max_vocab)]
+FieldList = Annotated[tuple[FieldName, ...], Field(min_length=1), Distinct]
+
+
+@dataclass(frozen=True, config=SECTION)
 class FeatureConfig:
     """How raw columns become model fields, and how wide each field's embedding is.
 
@@ -88,7 +141,7 @@ class FeatureConfig:
     `data.dataset`, so switching releases needs no other change.
     """
 
-    fields: dict[str, tuple[str, ...]] = field(
+    fields: dict[Dataset, FieldList] = dataclasses.field(
         default_factory=lambda: {
             "ml-100k": SEED_FIELDS,
             "ml-1m": SEED_FIELDS,
@@ -97,35 +150,12 @@ class FeatureConfig:
             "ml-latest-small": CSV_RELEASE_FIELDS,
         }
     )
-    zip_prefix_len: int = 3
-    genres_max_len: int = 6
-    min_count: int = 1
-    fm_embed_dim: int = 16
-    embedding_dim: int = 16
-    small_vocab_dims: tuple[DimRule, ...] = (DimRule(10, 4), DimRule(500, 8))
-
-    def __post_init__(self) -> None:
-        for dataset, names in self.fields.items():
-            if dataset not in DATASETS:
-                raise ConfigError(
-                    f"feature.fields: unknown dataset {dataset!r}; choose from {list(DATASETS)}"
-                )
-            unknown = [name for name in names if name not in FIELDS]
-            if unknown:
-                raise ConfigError(
-                    f"feature.fields.{dataset}: unknown field(s) {unknown}; "
-                    f"choose from {list(FIELDS)}"
-                )
-            if not names or len(set(names)) != len(names):
-                raise ConfigError(
-                    f"feature.fields.{dataset} must name each field once, got {list(names)}"
-                )
-        for key in ("zip_prefix_len", "genres_max_len", "min_count", "fm_embed_dim"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"feature.{key} must be >= 1, got {getattr(self, key)}")
-        bounds = [rule.max_vocab for rule in self.small_vocab_dims]
-        if bounds != sorted(bounds):
-            raise ConfigError(f"feature.small_vocab_dims must be sorted by max_vocab, got {bounds}")
+    zip_prefix_len: Count = 3
+    genres_max_len: Count = 6
+    min_count: Count = 1
+    fm_embed_dim: EmbeddingDim = 16
+    embedding_dim: EmbeddingDim = 16
+    small_vocab_dims: DimRules = (DimRule(10, 4), DimRule(500, 8))
 
     def fields_for(self, dataset: str) -> tuple[str, ...]:
         """The model fields of `dataset`, in schema order."""
@@ -143,100 +173,118 @@ class FeatureConfig:
         return self.embedding_dim
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class FMConfig:
     """Factorization machine: bias + first order + pairwise interactions; no extra knobs."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class DNNConfig:
-    hidden_units: tuple[int, ...] = (256, 128)
-    dropout: float = 0.0
+    """The MLP head on the concatenated field embeddings: all of `model.dnn` and
+    `model.deepfm` (its FM part has no knobs), and part of the models below."""
+
+    hidden_units: tuple[Annotated[StrictInt, Field(ge=1, le=MAX_HIDDEN_UNITS)], ...] = (256, 128)
+    dropout: Annotated[StrictFloat, Field(ge=0, lt=1)] = 0.0
 
 
-@dataclass(frozen=True)
-class DeepFMConfig:
-    hidden_units: tuple[int, ...] = (256, 128)
-    dropout: float = 0.0
+DeepFMConfig = DNNConfig
 
 
-@dataclass(frozen=True)
-class XDeepFMConfig:
-    cin_layer_sizes: tuple[int, ...] = (16, 16)
-    cin_split_half: bool = True
-    hidden_units: tuple[int, ...] = (256, 128)
-    dropout: float = 0.0
+@dataclass(frozen=True, config=SECTION)
+class XDeepFMConfig(DNNConfig):
+    """The MLP head plus a CIN; `model.xdeepfm.cin_layer_sizes` are its feature maps."""
+
+    cin_layer_sizes: Annotated[tuple[EmbeddingDim, ...], Field(min_length=1)] = (16, 16)
+    cin_split_half: StrictBool = True
 
 
-@dataclass(frozen=True)
-class AttentionDeepFMConfig:
-    attention_layers: int = 3
-    attention_heads: int = 2
-    attention_residual: bool = True
-    hidden_units: tuple[int, ...] = (256, 128)
-    dropout: float = 0.0
+@dataclass(frozen=True, config=SECTION)
+class AttentionDeepFMConfig(DNNConfig):
+    """The MLP head plus self-attention layers across fields."""
+
+    attention_layers: Count = 3
+    attention_heads: Count = 2  # must divide feature.fm_embed_dim (checked on ExperimentConfig)
+    attention_residual: StrictBool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ModelConfig:
     """One section per model; its field names are the model names `train.models` accepts."""
 
-    fm: FMConfig = field(default_factory=FMConfig)
-    dnn: DNNConfig = field(default_factory=DNNConfig)
-    deepfm: DeepFMConfig = field(default_factory=DeepFMConfig)
-    xdeepfm: XDeepFMConfig = field(default_factory=XDeepFMConfig)
-    attention_deepfm: AttentionDeepFMConfig = field(default_factory=AttentionDeepFMConfig)
+    fm: FMConfig = dataclasses.field(default_factory=FMConfig)
+    dnn: DNNConfig = dataclasses.field(default_factory=DNNConfig)
+    deepfm: DeepFMConfig = dataclasses.field(default_factory=DeepFMConfig)
+    xdeepfm: XDeepFMConfig = dataclasses.field(default_factory=XDeepFMConfig)
+    attention_deepfm: AttentionDeepFMConfig = dataclasses.field(
+        default_factory=AttentionDeepFMConfig
+    )
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
 
-@dataclass(frozen=True)
+def _registered_models(names: tuple[str, ...]) -> tuple[str, ...]:
+    valid = list(ModelConfig.names())
+    if not names:
+        raise ValueError(f"is empty; choose from {valid}")
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"has unknown model {name!r}; choose from {valid}")
+    return _distinct(names)
+
+
+@dataclass(frozen=True, config=SECTION)
 class TrainConfig:
-    models: tuple[str, ...] = ModelConfig.names()
+    """Which models to train, on what, and how; each model is trained once per seed."""
+
+    models: Annotated[tuple[StrictStr, ...], AfterValidator(_registered_models)] = (
+        ModelConfig.names()
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    nproc: int = 1
-    batch_size: int = 1024
-    max_epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    embedding_l2: float = 0.0
-    patience: int = 3
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise ConfigError(f"train.models is empty; choose from {list(ModelConfig.names())}")
-        for name in self.models:
-            if name not in ModelConfig.names():
-                raise ConfigError(
-                    f"train.models: unknown model {name!r}; choose from {list(ModelConfig.names())}"
-                )
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        for key in ("nproc", "batch_size", "max_epochs", "patience"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("weight_decay", "embedding_l2"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+    nproc: Count = 1
+    batch_size: Annotated[StrictInt, Field(ge=1, le=MAX_BATCH_SIZE)] = 1024
+    max_epochs: Count = 20
+    lr: Annotated[StrictFloat, Field(gt=0)] = 1e-3
+    weight_decay: NonNegative = 0.0
+    embedding_l2: NonNegative = 0.0
+    patience: Count = 3
+    seeds: Annotated[tuple[Seed, ...], Field(min_length=1), Distinct] = (42, 43, 44)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrackingConfig:
-    experiment_name: str = "deepfm-movielens"
+    """Where MLflow records the runs (the store itself is `MLFLOW_TRACKING_URI`)."""
+
+    experiment_name: NonEmptyText = "deepfm-movielens"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ExperimentConfig:
     """The whole of `params.yaml`."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    feature: FeatureConfig = field(default_factory=FeatureConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    feature: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check_across_keys(self) -> ExperimentConfig:
+        """Ranges that depend on two keys; the messages name both in full."""
+        width, heads = self.feature.fm_embed_dim, self.model.attention_deepfm.attention_heads
+        if width % heads:
+            raise ValueError(
+                f"model.attention_deepfm.attention_heads must divide feature.fm_embed_dim "
+                f"({width}), got {heads}"
+            )
+        xdeepfm = self.model.xdeepfm
+        if xdeepfm.cin_split_half and any(size % 2 for size in xdeepfm.cin_layer_sizes[:-1]):
+            raise ValueError(
+                f"model.xdeepfm.cin_layer_sizes must be even but the last while "
+                f"model.xdeepfm.cin_split_half is true, got {list(xdeepfm.cin_layer_sizes)}"
+            )
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
@@ -245,21 +293,24 @@ class ExperimentConfig:
         if not path.is_file():
             raise ConfigError(f"params file not found: {path}")
         try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        try:
+            values = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
             return cls.from_dict(values)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
-        return _build(cls, values, "")
+        """Validate nested plain values; the first problem becomes a one-line `ConfigError`."""
+        try:
+            return _ADAPTER.validate_python(values)
+        except ValidationError as err:
+            raise ConfigError(_describe(err.errors()[0])) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts and lists, as they would appear in `params.yaml`."""
-        return _plain(self)
+        return _ADAPTER.dump_python(self, mode="json")
 
     def flat(self) -> dict[str, Any]:
         """`{"train.lr": 0.001, ...}`: the flattened form MLflow logs as params."""
@@ -276,81 +327,79 @@ class ExperimentConfig:
         return flat
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {key: _plain(inner) for key, inner in value.items()}
-    return value
+_ADAPTER = TypeAdapter(ExperimentConfig)
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking every key and type."""
-    label = where or "params"
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{label}: expected a mapping, got {type(values).__name__}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in values:
-        if key not in names:
-            valid = ", ".join(names) if names else "(none)"
-            raise ConfigError(f"unknown key {_join(where, str(key))!r}; valid keys here: {valid}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {key: _coerce(hints[key], value, _join(where, key)) for key, value in values.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{label}: {err}") from None
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_repeated_keys(node, "")
+        return super().construct_document(node)
 
 
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def _refuse_repeated_keys(node: yaml.Node, where: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = f"{where}.{key_node.value}" if where else str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ConfigError(
+                    f"line {line}: key {key!r} is given again (first on line {first_line[key]}); "
+                    f"give each key once"
+                )
+            first_line[key] = line
+            _refuse_repeated_keys(value_node, key)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_repeated_keys(item, f"{where}[{index}]")
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    """Check `value` against the type hint `hint`; return it in the dataclass's form."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not allowed; choose from {list(args)}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, key)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        key_hint, value_hint = args
-        return {
-            _coerce(key_hint, name, key): _coerce(value_hint, inner, _join(key, str(name)))
-            for name, inner in value.items()
-        }
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(
-            _coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+# How each pydantic error type reads after the key; `{got}` is the refused value.
+_MESSAGES = {
+    "greater_than": " must be > {gt}, got {got}",
+    "greater_than_equal": " must be >= {ge}, got {got}",
+    "less_than": " must be < {lt}, got {got}",
+    "less_than_equal": " must be <= {le}, got {got}",
+    "finite_number": " must be a finite number, got {got}",
+    "too_short": " must have at least {min_length} entry, got {got}",
+    "string_too_short": " must not be empty",
+    "float_type": ": expected a number, got {got}",
+    "int_type": ": expected an integer, got {got}",
+    "bool_type": ": expected true or false, got {got}",
+    "string_type": ": expected a string, got {got}",
+    "literal_error": ": {got} is not allowed; choose from {expected}",
+    "tuple_type": ": expected a list, got {got}",
+    "dict_type": ": expected a mapping, got {got}",
+    "dataclass_type": ": expected a mapping, got {got}",
+    "missing": " is required",
+}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """One line for one pydantic error: the full key (`model.dnn.hidden_units[0]`) and why."""
+    loc = tuple(error["loc"])
+    if loc[-1:] == ("[key]",):  # a refused mapping key: name the mapping
+        loc = loc[:-2]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+    if error["type"] == "unexpected_keyword_argument":
+        valid = ", ".join(_keys_at(loc[:-1])) or "(none)"
+        return f"unknown key {key!r}; valid keys here: {valid}"
+    if error["type"] == "value_error":  # our validators: the text reads after the key
+        text = str(error["ctx"]["error"])
+        return f"{key} {text}" if key else text
+    got = repr(error["input"])
+    got = got if len(got) <= 80 else got[:77] + "..."
+    template = _MESSAGES.get(error["type"], ": {msg}, got {got}")
+    return (key or "params") + template.format(got=got, msg=error["msg"], **error.get("ctx", {}))
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at `loc` accepts."""
+    hint: Any = ExperimentConfig
+    for part in loc:
+        hint = (
+            typing.get_args(hint)[0] if isinstance(part, int) else typing.get_type_hints(hint)[part]
         )
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint in (bool, str):
-        if not isinstance(value, hint):
-            raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
-        return value
-    raise TypeError(f"config type {hint!r} of {key} is not supported")
+    return [f.name for f in dataclasses.fields(hint)]

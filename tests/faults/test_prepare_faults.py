@@ -1,5 +1,6 @@
 """`prepare` SIGKILLed while it writes: no truncated Parquet is ever at the output path,
-and the rerun completes with exactly what an uninterrupted run writes."""
+and the rerun completes with exactly what an uninterrupted run writes. Params that make
+an impossible dataset stop it before it writes anything."""
 
 from __future__ import annotations
 
@@ -27,11 +28,16 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     }
 
 
+def change_data_params(work: Path, **changes: object) -> None:
+    """Edit the `data` section of `work`'s params.yaml."""
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"].update(changes)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+
+
 def change_split_seed(work: Path, seed: int) -> None:
     """Edit params.yaml so that the next prepare writes other content than the last."""
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["data"]["seed"] = seed
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    change_data_params(work, seed=seed)
 
 
 def uninterrupted(work: Path, dest: Path) -> dict[str, bytes]:
@@ -89,4 +95,38 @@ def test_prepare_killed_between_the_swap_renames_leaves_no_partial_output(
 
     assert rerun.returncode == 0, rerun.stderr
     assert snapshot(project / OUTPUT) == uninterrupted(project, tmp_path / "expected")
+    assert [path.name for path in (project / OUTPUT.parent).iterdir()] == ["ml-100k"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # above the rating scale: refused with the params, before prepare reads anything
+        ({"label_threshold": 10}, "params.yaml: data.label_threshold must be <= 5.0, got 10"),
+        # within the scale, but every rating of the data is >= 1
+        (
+            {"label_threshold": 1.0},
+            "data.label_threshold 1.0 makes 100% of the 1600 train ratings of ml-100k positive; "
+            "choose a threshold that leaves both labels",
+        ),
+        (
+            {"split_ratios": [0.9996, 0.0002, 0.0002]},
+            "data.split_ratios [0.9996, 0.0002, 0.0002] leave the val split of ml-100k empty "
+            "(2000 ratings); give every split a larger share",
+        ),
+    ],
+    ids=["threshold above the rating scale", "one label in train", "empty val split"],
+)
+def test_impossible_dataset_is_refused_before_prepare_writes(project, changes, message):
+    before = snapshot(project / "data")
+    change_data_params(project, **changes)
+
+    result = run_stage(project, "prepare")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert error.endswith(message)
+    assert snapshot(project / "data") == before
     assert [path.name for path in (project / OUTPUT.parent).iterdir()] == ["ml-100k"]

@@ -112,6 +112,24 @@ def split_rows(timestamps: np.ndarray, data: DataConfig) -> dict[str, np.ndarray
     return {name: np.sort(part) for name, part in zip(SPLITS, parts, strict=True)}
 
 
+def check_splits(rows_by_split: dict[str, np.ndarray], label: np.ndarray, data: DataConfig) -> None:
+    """A `ConfigError` if a split is empty or holds one label only: nothing could learn from it
+    or measure it (AUC needs both labels)."""
+    for split, rows in rows_by_split.items():
+        if not len(rows):
+            raise ConfigError(
+                f"data.split_ratios {list(data.split_ratios)} leave the {split} split of "
+                f"{data.dataset} empty ({len(label)} ratings); give every split a larger share"
+            )
+        positive = float(label[rows].mean())
+        if positive in (0.0, 1.0):
+            raise ConfigError(
+                f"data.label_threshold {data.label_threshold} makes {100 * positive:.0f}% of the "
+                f"{len(rows)} {split} ratings of {data.dataset} positive; choose a threshold "
+                f"that leaves both labels"
+            )
+
+
 def fit_vocabularies(
     features: RatingFeatures, train_rows: np.ndarray, feature: FeatureConfig
 ) -> dict[str, Vocabulary]:
@@ -184,6 +202,7 @@ def prepare(data: DataConfig, feature: FeatureConfig) -> Schema:
     raw = read_raw(data.raw_path)
     features = rating_features(raw, data, feature)
     rows_by_split = split_rows(features.timestamp, data)
+    check_splits(rows_by_split, features.label, data)
     vocabs = fit_vocabularies(features, rows_by_split["train"], feature)
     schema = build_schema(vocabs, feature)
 
@@ -191,7 +210,7 @@ def prepare(data: DataConfig, feature: FeatureConfig) -> Schema:
         for split, rows in rows_by_split.items():
             table = encode_split(features, rows, vocabs, feature)
             pq.write_table(table, out / f"{split}.parquet", **PARQUET_OPTIONS)
-            positives = float(features.label[rows].mean()) if len(rows) else 0.0
+            positives = float(features.label[rows].mean())
             logger.info("%s: %d rows, %.1f%% positive", split, len(rows), 100 * positives)
         (out / "vocab").mkdir()
         for name, vocab in vocabs.items():

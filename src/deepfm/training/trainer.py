@@ -192,7 +192,7 @@ class Trainer:
         rows, world = len(train_ds), distributed.world_size()
         # The permutation depends only on (seed, epoch): a resumed run, and every rank, sees
         # the same order.
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(self.config.seeds[0] * 100_003 + epoch)
         order = torch.randperm(rows, generator=generator).to(self.device)
         batch_size = self.config.batch_size
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
