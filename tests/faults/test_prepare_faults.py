@@ -4,6 +4,9 @@ an impossible dataset stop it before it writes anything."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -128,5 +131,34 @@ def test_impossible_dataset_is_refused_before_prepare_writes(project, changes, m
     assert "Traceback" not in result.stderr
     [error] = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert error.endswith(message)
+    assert snapshot(project / "data") == before
+    assert [path.name for path in (project / OUTPUT.parent).iterdir()] == ["ml-100k"]
+
+
+def limit_file_size() -> None:
+    """In the child: files may not grow past 4 KiB (EFBIG, as a full disk gives ENOSPC).
+    Python ignores SIGXFSZ, so the write fails with an error instead of killing it."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+@pytest.mark.slow
+def test_prepare_on_a_full_disk_is_one_line_and_keeps_the_old_output(project):
+    before = snapshot(project / "data")
+    change_split_seed(project, 7)
+
+    result = subprocess.run(
+        [sys.executable, stage("prepare")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert "data/processed/ml-100k: cannot write the prepared data (" in error
+    assert error.endswith("File too large); the previous output, if any, is unchanged")
     assert snapshot(project / "data") == before
     assert [path.name for path in (project / OUTPUT.parent).iterdir()] == ["ml-100k"]

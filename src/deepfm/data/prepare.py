@@ -31,10 +31,17 @@ from deepfm.config import ConfigError, DataConfig, FeatureConfig
 from deepfm.data.features import RAW_COLUMNS, Vocabulary, encode_lists, field_values, title_year
 from deepfm.data.raw import RawTables, read_raw
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
+from deepfm.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+
+class PrepareWriteError(UserError, OSError):
+    """The prepared data could not be written (disk full, no permission); names the folder."""
+
+
 SEQUENCE_FIELD = "genres"
 USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_prefix")
 PARQUET_OPTIONS = {"compression": "zstd"}
@@ -206,16 +213,24 @@ def prepare(data: DataConfig, feature: FeatureConfig) -> Schema:
     vocabs = fit_vocabularies(features, rows_by_split["train"], feature)
     schema = build_schema(vocabs, feature)
 
-    with atomic.replace_dir(data.processed_path) as out:
-        for split, rows in rows_by_split.items():
-            table = encode_split(features, rows, vocabs, feature)
-            pq.write_table(table, out / f"{split}.parquet", **PARQUET_OPTIONS)
-            positives = float(features.label[rows].mean())
-            logger.info("%s: %d rows, %.1f%% positive", split, len(rows), 100 * positives)
-        (out / "vocab").mkdir()
-        for name, vocab in vocabs.items():
-            pq.write_table(vocab.to_arrow(), out / "vocab" / f"{name}.parquet", **PARQUET_OPTIONS)
-        (out / "schema.json").write_text(schema.to_json(), encoding="utf-8")
+    try:
+        with atomic.replace_dir(data.processed_path) as out:
+            for split, rows in rows_by_split.items():
+                table = encode_split(features, rows, vocabs, feature)
+                pq.write_table(table, out / f"{split}.parquet", **PARQUET_OPTIONS)
+                positives = float(features.label[rows].mean())
+                logger.info("%s: %d rows, %.1f%% positive", split, len(rows), 100 * positives)
+            (out / "vocab").mkdir()
+            for name, vocab in vocabs.items():
+                path = out / "vocab" / f"{name}.parquet"
+                pq.write_table(vocab.to_arrow(), path, **PARQUET_OPTIONS)
+            (out / "schema.json").write_text(schema.to_json(), encoding="utf-8")
+    except OSError as err:  # a full disk, a read-only folder: the old output stays as it was
+        reason = err.strerror or str(err).splitlines()[0]
+        raise PrepareWriteError(
+            f"{data.processed_path}: cannot write the prepared data ({reason}); "
+            "the previous output, if any, is unchanged"
+        ) from err
     logger.info(
         "schema: %d fields, total_embedding_dim %d -> %s",
         schema.num_fields,
