@@ -1,47 +1,22 @@
-"""The seed guide, sections 1-8, runs as a script and prints the seed's shapes and counts."""
+"""The seed guide (`feature_embedding_guide.md`) lives in one place: the notebook
+`notebooks/feature_embedding_guide.ipynb`. It runs top to bottom on small prepared data after
+a real train stage and prints the seed's shapes, module, OOV zeros and parameter counts."""
 
+from __future__ import annotations
+
+import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
-from deepfm.data.prepare import prepare
-from deepfm.data.schema import Schema
+from deepfm.data.schema import FeatureType, FieldSpec, Schema
 
-GUIDE = Path(__file__).resolve().parents[1] / "docs" / "feature_embedding_guide.py"
-
-
-@pytest.mark.slow
-def test_guide_script_runs_on_prepared_data(small_config, tmp_path):
-    # The guide uses ExperimentConfig(): relative data/ paths under the working directory.
-    work = tmp_path / "work"
-    (work / "data").mkdir(parents=True)
-    Path(small_config.data.raw_dir).rename(work / "data" / "raw")
-    data = replace(
-        small_config.data,
-        raw_dir=str(work / "data/raw"),
-        processed_dir=str(work / "data/processed"),
-    )
-    schema = prepare(data, small_config.feature)
-    Path(work / "data" / "raw").rename(work / "data" / "raw_unused")  # must read, not redo
-
-    result = subprocess.run(
-        [sys.executable, str(GUIDE)], cwd=work, capture_output=True, text=True, check=True
-    )
-    out = result.stdout
-    assert f"Schema has 7 fields, total_embedding_dim = {schema.total_embedding_dim}" in out
-    assert "fm_embed_dim = 16 (common dimension for FM/CIN/Attention)" in out
-    assert "genres           shape=torch.Size([4, 6])  dtype=torch.int64" in out
-    assert "first_order:      torch.Size([4, 1])" in out
-    assert "field_embeddings: torch.Size([4, 7, 16])" in out
-    assert f"flat_embeddings:  torch.Size([4, {schema.total_embedding_dim}])" in out
-    for view in ("first_order sum:     ", "field_embeddings sum:", "flat_embeddings sum: "):
-        assert f"  {view} 0.000000  (should be ~0)" in out, view  # all-OOV rows embed to 0
-    assert "(genres): EmbeddingBag(" in out
-    expected = expected_parameter_count(Schema.load(work / "data/processed/ml-100k/schema.json"))
-    assert f"Total parameters:     {expected:,}" in out
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "feature_embedding_guide.ipynb"
 
 
 def expected_parameter_count(schema: Schema, fm_embed_dim: int = 16) -> int:
@@ -55,8 +30,6 @@ def expected_parameter_count(schema: Schema, fm_embed_dim: int = 16) -> int:
 
 def test_parameter_formula_gives_the_seed_count():
     """On the seed's own table (movie_id 1679) the formula gives 48,983."""
-    from deepfm.data.schema import FeatureType, FieldSpec
-
     sparse = FeatureType.SPARSE
     schema = Schema.of(
         [
@@ -70,3 +43,52 @@ def test_parameter_formula_gives_the_seed_count():
         ]
     )
     assert expected_parameter_count(schema) == 48_983
+
+
+def executed_text(notebook: nbformat.NotebookNode) -> str:
+    """Everything the code cells printed or displayed as text, in order."""
+    texts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text") or output.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+@pytest.mark.slow
+def test_guide_notebook_runs_and_prints_the_seed_contract(workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "--model", "deepfm", "--seed", "42"],
+        cwd=workspace,
+        check=True,
+        capture_output=True,
+    )
+    (workspace / "notebooks").mkdir()
+    shutil.copy(NOTEBOOK, workspace / "notebooks")
+    notebook = nbformat.read(workspace / "notebooks" / NOTEBOOK.name, as_version=4)
+
+    # A failing cell raises CellExecutionError naming the cell and its traceback.
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workspace / "notebooks")}},
+    ).execute()
+
+    out = executed_text(notebook)
+    schema = Schema.load(workspace / "data/processed/ml-100k/schema.json")
+    assert f"Schema has 7 fields, total_embedding_dim = {schema.total_embedding_dim}" in out
+    assert "fm_embed_dim = 16 (common dimension for FM/CIN/Attention)" in out
+    assert "genres           shape=torch.Size([4, 6])  dtype=torch.int64" in out
+    assert "first_order:      torch.Size([4, 1])" in out
+    assert "field_embeddings: torch.Size([4, 7, 16])" in out
+    assert f"flat_embeddings:  torch.Size([4, {schema.total_embedding_dim}])" in out
+    assert "(genres): EmbeddingBag(" in out
+    for view in ("first_order sum:     ", "field_embeddings sum:", "flat_embeddings sum: "):
+        assert f"  {view} 0.000000" in out, view  # all-OOV rows embed to exactly 0
+    assert f"Total parameters:     {expected_parameter_count(schema):,}" in out
+    figures = [
+        output for output in notebook.cells[-2].outputs if "image/png" in output.get("data", {})
+    ]
+    assert len(figures) == 1
+    assert "correlation of component 1 with the click rate:" in out
