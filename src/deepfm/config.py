@@ -203,7 +203,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     embedding_l2: float = 0.0
     patience: int = 3
-    seed: int = 42
+    seeds: tuple[int, ...] = (42, 43, 44)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -221,6 +221,11 @@ class TrainConfig:
         for key in ("weight_decay", "embedding_l2"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        seeds = list(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ConfigError(
+                f"train.seeds must be a non-empty list of distinct integers >= 0, got {seeds}"
+            )
 
 
 @dataclass(frozen=True)
