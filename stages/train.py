@@ -137,8 +137,8 @@ def train(config: ExperimentConfig, name: str, seed: int, device: torch.device) 
         ).encode()
     ).hexdigest()
     if writer:
-        check_writable(folder.parent)
         tracking.open_experiment(config.tracking.experiment_name)
+        check_writable(folder.parent)
 
     torch.manual_seed(seed)
     model = build_model(name, schema, config).to(device)
