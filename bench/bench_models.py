@@ -79,7 +79,9 @@ def epoch_rates(
     """Samples/s of each timed epoch of `Trainer`'s own training loop, after a warm-up."""
     dataset, warmup = data
     torch.manual_seed(0)
-    trainer = Trainer(build(name, schema, config).to(device), config.train, device)
+    trainer = Trainer(
+        build(name, schema, config).to(device), config.train, device, config.train.seeds[0]
+    )
     trainer._train_epoch(warmup.to(device), epoch=0)
     data = dataset.to(device)
     rates = []

@@ -330,14 +330,13 @@ def make_runners(
     train_config = dataclasses.replace(
         config.train,
         device=args.device,
-        seeds=(seed,),
         max_epochs=args.max_epochs,
         patience=args.patience,
     )
     ours = []
     for variant in pair.ours:
         model = build_ours(variant, schema, config, seed, device)
-        ours.append(OurRunner(variant.label, model, Trainer(model, train_config, device)))
+        ours.append(OurRunner(variant.label, model, Trainer(model, train_config, device, seed)))
     their_device = "cuda:0" if device.type == "cuda" else "cpu"
     theirs = build_theirs(pair, columns, config, seed, their_device, args.deepctr_l2)
     return ours, TheirRunner(pair.theirs_label, theirs, config.train.batch_size)

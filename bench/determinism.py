@@ -34,7 +34,7 @@ def train_once(
     schema, train_ds, val_ds = data
     torch.manual_seed(config.train.seeds[0])
     model = build_model(name, schema, config).to(device)
-    result = Trainer(model, config.train, device).fit(train_ds, val_ds)
+    result = Trainer(model, config.train, device, config.train.seeds[0]).fit(train_ds, val_ds)
     weights = {key: value.detach().float().cpu() for key, value in model.state_dict().items()}
     return weights, [record.val_auc for record in result.history]
 

@@ -1,9 +1,19 @@
-"""DVC stage `evaluate@<model>`: score the test split with the trained model.
+"""DVC stage `evaluate@<model>`: score the test split with the model of every `train.seeds`.
 
-Writes `reports/models/<model>/metrics.json` (test AUC, logloss, accuracy at 0.5,
-predicted vs actual positive rate, ECE over 10 bins, parameter count) and the curves `roc.csv`,
-`pr.csv`, `calibration.csv` beside it; adds the `test_*` metrics and `roc.png`, `pr.png`,
-`calibration.png` to the model's MLflow run from `models/<model>/run.json`.
+Reads `models/<model>/seed-<seed>/` (train) for each seed and writes the folder
+`reports/models/<model>/` whole: `metrics.json` (per seed: test AUC, logloss, accuracy at 0.5,
+predicted vs actual positive rate, ECE over 10 bins, and the training summary; their mean
+over seeds; the sample std of test AUC, test logloss and best val AUC; parameter count and
+test rows), the curves `roc.csv`, `pr.csv`, `calibration.csv` and `val_auc.csv` in long form
+(a leading `seed` column) and `roc.png`, `pr.png`, `calibration.png`, `val_auc.png` with one
+line per seed.
+
+Before anything is written it refuses, in one line: an empty test split, a model trained on
+other prepared data (schema or vocabularies), and a `run.json` naming a run the tracking
+store does not have (a fresh clone: train again, or point MLFLOW_TRACKING_URI at the store
+that has it). Each seed's finished training run then gets its test metrics and figures
+(without being reopened), and a parent run per model groups the seed runs, with the mean
+and std.
 """
 
 from __future__ import annotations
@@ -13,9 +23,11 @@ import csv
 import io
 import json
 import logging
+import statistics
 import tempfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -23,8 +35,9 @@ from matplotlib.figure import Figure
 from deepfm import atomic, evaluation, tracking
 from deepfm.config import ConfigError, ExperimentConfig
 from deepfm.data.dataset import CTRDataset
-from deepfm.models.registry import load_model
-from deepfm.stage import run_stage
+from deepfm.errors import UserError
+from deepfm.models.registry import SavedModel, load_model
+from deepfm.stage import matrix_item, run_stage
 from deepfm.training.metrics import log_loss, roc_auc
 from deepfm.training.trainer import Trainer, resolve_device
 
@@ -32,14 +45,35 @@ logger = logging.getLogger("deepfm.evaluate")
 
 CALIBRATION_BINS = 10
 CURVE_POINTS = 200
+TRAIN_KEYS = ("best_val_auc", "best_epoch", "epochs_run", "samples_per_second")
+STD_KEYS = ("test_auc", "test_logloss", "best_val_auc")
+# file stem -> (x column, y column, title, axis labels, diagonal)
+FIGURES = {
+    "roc": ("fpr", "tpr", "test ROC", ("false positive rate", "true positive rate"), True),
+    "pr": ("recall", "precision", "test precision-recall", ("recall", "precision"), False),
+    "calibration": (
+        "mean_predicted",
+        "fraction_positive",
+        "test calibration (10 bins)",
+        ("mean predicted probability", "fraction positive"),
+        True,
+    ),
+    "val_auc": ("epoch", "val_auc", "validation AUC by epoch", ("epoch", "validation AUC"), False),
+}
 
 
-def curve_csv(curve: evaluation.Curve) -> str:
-    """Columns of `curve` as CSV text, a header row first."""
+class EvaluateError(UserError, ValueError):
+    """Inputs evaluate cannot score: the message names the file at fault."""
+
+
+def long_csv(curves: dict[int, evaluation.Curve], columns: tuple[str, ...]) -> str:
+    """`columns` of each seed's curve as CSV rows after a leading `seed` column."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(curve)
-    writer.writerows(zip(*(values.tolist() for values in curve.values()), strict=True))
+    writer.writerow(("seed", *columns))
+    for seed, curve in curves.items():
+        for row in zip(*(curve[column].tolist() for column in columns), strict=True):
+            writer.writerow((seed, *row))
     return buffer.getvalue()
 
 
@@ -56,85 +90,157 @@ def scalar_metrics(labels: torch.Tensor, logits: torch.Tensor) -> dict[str, floa
     }
 
 
-def save_figure(
-    path: Path,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    title: str,
-    axis_labels: tuple[str, str],
-    diagonal: bool = True,
-) -> None:
-    """A line plot of `y` against `x` as a PNG (Agg backend), with the diagonal if asked."""
+def save_figure(path: Path, stem: str, title: str, curves: dict[int, evaluation.Curve]) -> None:
+    """Figure `stem` of `FIGURES` as a PNG (Agg backend): one line per seed."""
+    x, y, what, (x_label, y_label), diagonal = FIGURES[stem]
     figure = Figure(figsize=(5, 5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     if diagonal:
         axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-    axes.plot(x.tolist(), y.tolist())
-    axes.set(title=title, xlabel=axis_labels[0], ylabel=axis_labels[1], xlim=(0, 1), ylim=(0, 1.02))
+    for seed, curve in curves.items():
+        axes.plot(curve[x].tolist(), curve[y].tolist(), label=f"seed {seed}")
+    axes.set(title=f"{title} {what}", xlabel=x_label, ylabel=y_label)
+    if stem != "val_auc":
+        axes.set(xlim=(0, 1), ylim=(0, 1.02))
+    axes.legend(loc="best")
     figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def evaluate(config: ExperimentConfig, name: str) -> dict[str, float]:
-    model_dir, report_dir = Path("models") / name, Path("reports/models") / name
-    saved = load_model(model_dir / "model.pt")
-    if saved.name != name:
-        raise ConfigError(f"{model_dir / 'model.pt'} holds model {saved.name!r}, not {name!r}")
-    run_id = json.loads((model_dir / "run.json").read_text())["run_id"]
-    test_ds = CTRDataset.from_parquet(config.data.processed_path / "test.parquet", saved.schema)
+def load_seed(config: ExperimentConfig, name: str, seed: int, data_fingerprint: str) -> SavedModel:
+    """The model of `models/<name>/seed-<seed>/`, refused unless it is that model and seed,
+    trained on the prepared data whose fingerprint is `data_fingerprint`."""
+    model_pt = Path("models") / name / f"seed-{seed}" / "model.pt"
+    saved = load_model(model_pt)
+    if saved.name != name or saved.seed != seed:
+        raise ConfigError(
+            f"{model_pt} holds model {saved.name!r} seed {saved.seed}, not {name!r} seed {seed}"
+        )
+    if saved.data_fingerprint != data_fingerprint:
+        raise EvaluateError(
+            f"{config.data.processed_path} (schema.json and vocab/) is not the prepared data "
+            f"{model_pt} was trained on; train it again on this data, or prepare the data "
+            "it was trained on"
+        )
+    return saved
+
+
+def history_curve(path: Path) -> evaluation.Curve:
+    """`epoch` and `val_auc` columns of a `history.csv`."""
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        "epoch": torch.tensor([int(row["epoch"]) for row in rows]),
+        "val_auc": torch.tensor([float(row["val_auc"]) for row in rows], dtype=torch.float64),
+    }
+
+
+def evaluate(config: ExperimentConfig, name: str) -> dict:
+    processed = config.data.processed_path
+    test_path = processed / "test.parquet"
+    if pq.read_metadata(test_path).num_rows == 0:
+        raise EvaluateError(f"{test_path} has no rows: there is nothing to evaluate")
+    seeds = config.train.seeds
+    folders = {seed: Path("models") / name / f"seed-{seed}" for seed in seeds}
+    # Everything is checked before a file is written or a run touched.
+    runs = tracking.FinishedRuns()
+    run_ids = {}
+    for seed, folder in folders.items():
+        run_ids[seed] = json.loads((folder / "run.json").read_text())["run_id"]
+        runs.check(run_ids[seed], folder / "run.json")
+    first = load_model(folders[seeds[0]] / "model.pt")
+    data_fingerprint = evaluation.prepared_data_fingerprint(processed, first.schema)
+    saved = {seed: load_seed(config, name, seed, data_fingerprint) for seed in seeds}
+    test_ds = CTRDataset.from_parquet(test_path, first.schema)
     device = resolve_device(config.train.device)
-    with torch.no_grad():
-        logits = Trainer(saved.model.to(device), saved.config.train, device).predict_logits(test_ds)
-    logits, labels = logits.cpu(), test_ds.labels
 
-    metrics = scalar_metrics(labels, logits)
-    parameters = sum(p.numel() for p in saved.model.parameters())
-    report = metrics | {"test_rows": len(test_ds), "parameters": parameters}
-    atomic.write_text(report_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
-    probabilities = torch.sigmoid(logits.double())
-    roc = evaluation.roc_points(labels, probabilities, CURVE_POINTS)
-    pr = evaluation.pr_points(labels, probabilities, CURVE_POINTS)
-    calibration = evaluation.calibration_bins(labels, probabilities, CALIBRATION_BINS)
-    for file_name, curve in (("roc.csv", roc), ("pr.csv", pr), ("calibration.csv", calibration)):
-        atomic.write_text(report_dir / file_name, curve_csv(curve))
+    per_seed: dict[int, dict[str, float]] = {}
+    curves: dict[str, dict[int, evaluation.Curve]] = {stem: {} for stem in FIGURES}
+    for seed, model in saved.items():
+        trainer = Trainer(model.model.to(device), model.config.train, device, seed)
+        logits, labels = trainer.predict_logits(test_ds).cpu(), test_ds.labels
+        summary = json.loads((folders[seed] / "train.json").read_text())
+        per_seed[seed] = scalar_metrics(labels, logits) | {k: summary[k] for k in TRAIN_KEYS}
+        probabilities = torch.sigmoid(logits.double())
+        curves["roc"][seed] = evaluation.roc_points(labels, probabilities, CURVE_POINTS)
+        curves["pr"][seed] = evaluation.pr_points(labels, probabilities, CURVE_POINTS)
+        curves["calibration"][seed] = evaluation.calibration_bins(
+            labels, probabilities, CALIBRATION_BINS
+        )
+        curves["val_auc"][seed] = history_curve(folders[seed] / "history.csv")
 
-    with tempfile.TemporaryDirectory() as tmp, tracking.RunTracker.resume(run_id) as run:
-        figures = Path(tmp)
-        auc, ece = metrics["test_auc"], metrics["test_ece"]
-        save_figure(
-            figures / "roc.png",
-            roc["fpr"],
-            roc["tpr"],
-            f"{name} test ROC (AUC {auc:.4f})",
-            ("false positive rate", "true positive rate"),
+    keys = list(per_seed[seeds[0]])
+    mean = {key: statistics.fmean(per_seed[seed][key] for seed in seeds) for key in keys}
+    std = {
+        key: statistics.stdev([per_seed[seed][key] for seed in seeds]) if len(seeds) > 1 else 0.0
+        for key in STD_KEYS
+    }
+    report = {
+        "seeds": {str(seed): metrics for seed, metrics in per_seed.items()},
+        "mean": mean,
+        "std": std,
+        "parameters": sum(p.numel() for p in first.model.parameters() if p.requires_grad),
+        "test_rows": len(test_ds),
+    }
+    report_dir = Path("reports/models") / name
+    with atomic.replace_dir(report_dir) as new:
+        atomic.write_text(
+            new / "metrics.json", json.dumps(report, indent=2, allow_nan=False) + "\n"
         )
-        save_figure(
-            figures / "pr.png",
-            pr["recall"],
-            pr["precision"],
-            f"{name} test precision-recall",
-            ("recall", "precision"),
-            diagonal=False,
-        )
-        save_figure(
-            figures / "calibration.png",
-            calibration["mean_predicted"],
-            calibration["fraction_positive"],
-            f"{name} test calibration (ECE {ece:.4f})",
-            ("mean predicted probability", "fraction positive"),
-        )
-        run.log_metrics(metrics)
-        for figure in ("roc.png", "pr.png", "calibration.png"):
-            run.log_artifact(figures / figure)
-    logger.info("%s: test AUC %.4f, logloss %.4f", name, auc, metrics["test_logloss"])
+        for stem, columns in {
+            "roc": ("fpr", "tpr"),
+            "pr": ("recall", "precision"),
+            "calibration": ("mean_predicted", "fraction_positive", "count"),
+            "val_auc": ("epoch", "val_auc"),
+        }.items():
+            atomic.write_text(new / f"{stem}.csv", long_csv(curves[stem], columns))
+            save_figure(new / f"{stem}.png", stem, name, curves[stem])
+
+    log_to_runs(runs, name, run_ids, per_seed, curves, report, report_dir)
+    logger.info(
+        "%s: test AUC %.4f ± %.4f over seeds %s",
+        *(name, mean["test_auc"], std["test_auc"], list(seeds)),
+    )
     return report
 
 
+def log_to_runs(
+    runs: tracking.FinishedRuns,
+    name: str,
+    run_ids: dict[int, str],
+    per_seed: dict[int, dict[str, float]],
+    curves: dict[str, dict[int, evaluation.Curve]],
+    report: dict,
+    report_dir: Path,
+) -> None:
+    """Each seed's test metrics and figures to its training run; the mean and std, and
+    the reports, to the model's parent run."""
+    for seed, run_id in run_ids.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = [Path(tmp) / f"{stem}.png" for stem in ("roc", "pr", "calibration")]
+            for figure in figures:
+                one_seed = {seed: curves[figure.stem][seed]}
+                save_figure(figure, figure.stem, f"{name} seed {seed}", one_seed)
+            test_metrics = {k: v for k, v in per_seed[seed].items() if k.startswith("test_")}
+            runs.add(run_id, test_metrics, figures)
+    aggregate = {f"mean_{k}": v for k, v in report["mean"].items()} | {
+        f"std_{k}": v for k, v in report["std"].items()
+    }
+    parent = runs.group(list(run_ids.values()), name, aggregate, sorted(report_dir.iterdir()))
+    logger.info(
+        "MLflow: test metrics added to %d seed runs, grouped under run %s", len(run_ids), parent
+    )
+
+
 def main(config: ExperimentConfig, args: argparse.Namespace) -> None:
+    if args.dvc_stage:  # `evaluate@<model>`: found among train.models
+        args.model = matrix_item(args.dvc_stage, {"model": config.train.models})["model"]
     evaluate(config, args.model)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", required=True, help="a model trained by `train@<model>`")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a model trained by `train`")
+    which.add_argument("--dvc-stage", help="DVC's $DVC_STAGE (`evaluate@<model>`)")
     run_stage(main, parser)

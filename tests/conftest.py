@@ -61,12 +61,13 @@ def small_config(raw_config) -> ExperimentConfig:
 
 
 def make_workspace(work: Path, raw_dir: Path) -> Path:
-    """A project folder like the repo's: params.yaml (deepfm only, 2 epochs, batch 256)
-    and the small data, raw (moved in from `raw_dir`) and prepared, under data/."""
+    """A project folder like the repo's: params.yaml (deepfm only, seed 42, 2 epochs, batch
+    256) and the small data, raw (moved in from `raw_dir`) and prepared, under data/."""
     (work / "data").mkdir(parents=True)
     raw_dir.rename(work / "data" / "raw")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(models=["deepfm"], max_epochs=2, batch_size=256)
+    params["train"].pop("seed", None)  # params.yaml before `train.seeds`
+    params["train"].update(models=["deepfm"], seeds=[42], max_epochs=2, batch_size=256)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     config = ExperimentConfig.from_yaml(work / "params.yaml")
     data = replace(

@@ -27,6 +27,7 @@ from deepfm.training.trainer import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 WEIGHT_TOLERANCE = 1e-5
+SEED = 42
 
 
 @pytest.fixture
@@ -87,10 +88,10 @@ def ddp_rank(rank, world, port, config, out):
     with distributed.process_group(CPU) as device:
         for name in MODELS:
             for on_epoch in (crash_after_epoch_2, None):
-                torch.manual_seed(config.train.seeds[0])
+                torch.manual_seed(SEED)
                 model = build_model(name, schema, config)
                 try:
-                    result = Trainer(model, config.train, device).fit(
+                    result = Trainer(model, config.train, device, SEED).fit(
                         train_ds, val_ds, checkpoint, run_key=name, on_epoch=on_epoch
                     )
                 except KeyboardInterrupt:
@@ -123,9 +124,9 @@ def test_two_ranks_match_one_process_through_a_resume(small_config, tmp_path, lo
 
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=False)
     for name in MODELS:
-        torch.manual_seed(config.train.seeds[0])
+        torch.manual_seed(SEED)
         model = build_model(name, schema, config)
-        result = Trainer(model, config.train, CPU).fit(train_ds, val_ds)
+        result = Trainer(model, config.train, CPU, SEED).fit(train_ds, val_ds)
         ddp_result = ddp[name]["result"]
         assert 2 < result.epochs_run < config.train.max_epochs  # resumed; stopped early
         assert ddp_result.best_epoch == result.best_epoch
@@ -150,7 +151,7 @@ def test_train_stage_with_nproc_2_writes_what_one_process_would(workspace, monke
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "--model", "deepfm"],
+        [sys.executable, str(ROOT / "stages" / "train.py"), "--model", "deepfm", "--seed", "42"],
         cwd=workspace,
         check=True,
         capture_output=True,
@@ -161,30 +162,31 @@ def test_train_stage_with_nproc_2_writes_what_one_process_would(workspace, monke
     monkeypatch.chdir(workspace)
     config = ExperimentConfig.from_yaml("params.yaml")
     schema, train_ds, val_ds, _ = MovieLensAdapter(config.data).build()
-    torch.manual_seed(config.train.seeds[0])
+    torch.manual_seed(SEED)
     model = build_model("deepfm", schema, config)
-    result = Trainer(model, config.train, CPU).fit(train_ds, val_ds)
+    result = Trainer(model, config.train, CPU, SEED).fit(train_ds, val_ds)
 
-    summary = json.loads((workspace / "reports/models/deepfm/train.json").read_text())
-    expected = result.summary()
+    folder = workspace / "models/deepfm/seed-42"
+    summary = json.loads((folder / "train.json").read_text())
+    expected = result.summary() | {"seed": SEED, "parameters": summary["parameters"]}
     assert summary.keys() == expected.keys()
     for key in ("best_val_auc", "best_val_logloss"):
         assert summary[key] == pytest.approx(expected[key], abs=1e-6)
     for key in ("best_epoch", "epochs_run", "device"):
         assert summary[key] == expected[key]
-    with open(workspace / "reports/models/deepfm/history.csv") as handle:
+    with open(folder / "history.csv") as handle:
         history = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in history] == [r.epoch for r in result.history]
     for row, record in zip(history, result.history, strict=True):
         for key in ("train_loss", "val_auc", "val_logloss"):
             assert float(row[key]) == pytest.approx(getattr(record, key), abs=1e-6)
-    saved = load_model(workspace / "models/deepfm/model.pt")
+    saved = load_model(folder / "model.pt")
     assert saved.config.train.nproc == 2
     for key, value in model.state_dict().items():
         torch.testing.assert_close(
             saved.model.state_dict()[key], value, rtol=0, atol=WEIGHT_TOLERANCE, msg=key
         )
-    assert not (workspace / "models/deepfm/checkpoint.pt").exists()
+    assert not (workspace / "models/deepfm/seed-42.checkpoint.pt").exists()
 
     # Rank 0 alone talked to MLflow: one run, which knows it had two processes.
     import mlflow  # here, not at the top: the spawned ranks import this module
@@ -192,7 +194,7 @@ def test_train_stage_with_nproc_2_writes_what_one_process_would(workspace, monke
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, max_results=10)
-    run_id = json.loads((workspace / "models/deepfm/run.json").read_text())["run_id"]
+    run_id = json.loads((folder / "run.json").read_text())["run_id"]
     assert [run.info.run_id for run in runs] == [run_id]
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["world_size"] == "2"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
@@ -129,9 +131,9 @@ def test_ece_hand_cases():
     assert evaluation.expected_calibration_error(wrong, inverted) == pytest.approx(0.95)
 
 
-def run_script(work: Path, script: str) -> None:
+def run_script(work: Path, script: str, *args: str) -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "stages" / script), "--model", "deepfm"],
+        [sys.executable, str(ROOT / "stages" / script), "--model", "deepfm", *args],
         cwd=work,
         check=True,
         capture_output=True,
@@ -140,54 +142,100 @@ def run_script(work: Path, script: str) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_stage_writes_reports_and_adds_to_the_training_run(
+def test_evaluate_stage_writes_reports_of_every_seed_and_adds_to_their_runs(
     workspace, tmp_path, monkeypatch
 ):
     (tmp_path / "store").mkdir()
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    run_script(workspace, "train.py")
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["train"]["seeds"] = [42, 43]
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    for seed in ("42", "43"):
+        run_script(workspace, "train.py", "--seed", seed)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run_ids = {
+        seed: json.loads((workspace / f"models/deepfm/seed-{seed}/run.json").read_text())["run_id"]
+        for seed in ("42", "43")
+    }
+    trained = {seed: client.get_run(run_id).info for seed, run_id in run_ids.items()}
     run_script(workspace, "evaluate.py")
 
-    # metrics.json agrees with scores recomputed from the saved model.
-    saved = load_model(workspace / "models/deepfm/model.pt")
-    test = CTRDataset.from_parquet(workspace / "data/processed/ml-100k/test.parquet", saved.schema)
-    with torch.no_grad():
-        logits = saved.model(test.batch(torch.arange(len(test)))[0]).double()
-    probabilities = torch.sigmoid(logits)
+    # metrics.json agrees with scores recomputed from each saved model.
     report = json.loads((workspace / "reports/models/deepfm/metrics.json").read_text())
-    expected = {
-        "test_auc": roc_auc(test.labels, logits),
-        "test_logloss": log_loss(test.labels, logits),
-        "test_accuracy": evaluation.accuracy(test.labels, probabilities),
-        "test_predicted_positive_rate": float(probabilities.mean()),
-        "test_actual_positive_rate": float(test.labels.double().mean()),
-        "test_ece": evaluation.expected_calibration_error(test.labels, probabilities),
-        "test_rows": len(test),
-        "parameters": sum(p.numel() for p in saved.model.parameters()),
-    }
-    assert set(report) == set(expected)
-    for key, value in expected.items():
-        assert report[key] == pytest.approx(value, abs=1e-6), key
+    assert set(report) == {"seeds", "mean", "std", "parameters", "test_rows"}
+    assert set(report["seeds"]) == {"42", "43"}
+    for seed in ("42", "43"):
+        saved = load_model(workspace / f"models/deepfm/seed-{seed}/model.pt")
+        test = CTRDataset.from_parquet(
+            workspace / "data/processed/ml-100k/test.parquet", saved.schema
+        )
+        with torch.no_grad():
+            logits = saved.model(test.batch(torch.arange(len(test)))[0]).double()
+        probabilities = torch.sigmoid(logits)
+        summary = json.loads((workspace / f"models/deepfm/seed-{seed}/train.json").read_text())
+        expected = {
+            "test_auc": roc_auc(test.labels, logits),
+            "test_logloss": log_loss(test.labels, logits),
+            "test_accuracy": evaluation.accuracy(test.labels, probabilities),
+            "test_predicted_positive_rate": float(probabilities.mean()),
+            "test_actual_positive_rate": float(test.labels.double().mean()),
+            "test_ece": evaluation.expected_calibration_error(test.labels, probabilities),
+        } | {
+            k: summary[k]
+            for k in ("best_val_auc", "best_epoch", "epochs_run", "samples_per_second")
+        }
+        assert set(report["seeds"][seed]) == set(expected)
+        for key, value in expected.items():
+            assert report["seeds"][seed][key] == pytest.approx(value, abs=1e-6), key
+    for key, value in report["mean"].items():
+        assert value == pytest.approx(
+            statistics.fmean(report["seeds"][s][key] for s in ("42", "43"))
+        )
+    assert set(report["std"]) == {"test_auc", "test_logloss", "best_val_auc"}
+    for key, value in report["std"].items():
+        assert value == pytest.approx(
+            statistics.stdev(report["seeds"][s][key] for s in ("42", "43"))
+        )
+    assert report["std"]["test_auc"] > 0  # the seeds trained different models
+    assert report["test_rows"] == len(test)
+    assert report["parameters"] == summary["parameters"]
 
     headers = {
-        "roc.csv": ["threshold", "fpr", "tpr"],
-        "pr.csv": ["threshold", "recall", "precision"],
-        "calibration.csv": ["mean_predicted", "fraction_positive", "count"],
+        "roc.csv": ["seed", "fpr", "tpr"],
+        "pr.csv": ["seed", "recall", "precision"],
+        "calibration.csv": ["seed", "mean_predicted", "fraction_positive", "count"],
+        "val_auc.csv": ["seed", "epoch", "val_auc"],
     }
     for name, header in headers.items():
         with open(workspace / "reports/models/deepfm" / name) as handle:
             rows = list(csv.reader(handle))
         assert rows[0] == header, name
-        assert 1 <= len(rows) - 1 <= 200, name
+        assert {row[0] for row in rows[1:]} == {"42", "43"}, name
+    with open(workspace / "reports/models/deepfm/val_auc.csv") as handle:
+        val_auc = [row for row in csv.DictReader(handle) if row["seed"] == "43"]
+    with open(workspace / "models/deepfm/seed-43/history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert [(r["epoch"], r["val_auc"]) for r in val_auc] == [
+        (r["epoch"], r["val_auc"]) for r in history
+    ]
+    for figure in ("roc.png", "pr.png", "calibration.png", "val_auc.png"):
+        assert (workspace / "reports/models/deepfm" / figure).read_bytes()[:4] == b"\x89PNG"
 
-    # The training run, not a new one, got the test metrics and the figures.
-    run_id = json.loads((workspace / "models/deepfm/run.json").read_text())["run_id"]
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_auc"] == pytest.approx(report["test_auc"])
-    assert "val_auc" in run.data.metrics and "model" in run.data.params
-    artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"roc.png", "pr.png", "calibration.png", "history.csv"} <= artifacts
-    assert len(client.search_runs([run.info.experiment_id])) == 1
+    # Each training run, not a new one, got its test metrics and figures, and kept its
+    # status and end time (the duration is the training's); a parent run groups them.
+    parents = set()
+    for seed, run_id in run_ids.items():
+        run = client.get_run(run_id)
+        assert (run.info.status, run.info.end_time) == ("FINISHED", trained[seed].end_time)
+        assert run.data.metrics["test_auc"] == pytest.approx(report["seeds"][seed]["test_auc"])
+        artifacts = {a.path for a in client.list_artifacts(run_id)}
+        assert {"roc.png", "pr.png", "calibration.png", "history.csv"} <= artifacts
+        parents.add(run.data.tags["mlflow.parentRunId"])
+    (parent_id,) = parents
+    parent = client.get_run(parent_id)
+    assert parent.info.run_name == "deepfm" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["mean_test_auc"] == pytest.approx(report["mean"]["test_auc"])
+    assert parent.data.metrics["std_test_auc"] == pytest.approx(report["std"]["test_auc"])
+    assert "metrics.json" in {a.path for a in client.list_artifacts(parent_id)}
+    assert len(client.search_runs([run.info.experiment_id])) == 3

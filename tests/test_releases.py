@@ -376,18 +376,19 @@ def test_stages_download_prepare_train_on_a_generated_release(
     synthetic.generate(release, 3000, work / "data" / "raw")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["dataset"] = release
-    params["train"].update(models=["deepfm"], max_epochs=1, batch_size=256)
+    params["train"].pop("seed", None)  # params.yaml before `train.seeds`
+    params["train"].update(models=["deepfm"], seeds=[42], max_epochs=1, batch_size=256)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
 
     _stage(work, "download.py")
     _stage(work, "prepare.py")
-    _stage(work, "train.py", "--model", "deepfm")
+    _stage(work, "train.py", "--model", "deepfm", "--seed", "42")
 
-    summary = json.loads((work / "reports/models/deepfm/train.json").read_text())
+    summary = json.loads((work / "models/deepfm/seed-42/train.json").read_text())
     assert summary["epochs_run"] == 1 and 0.5 < summary["best_val_auc"] <= 1
-    run_id = json.loads((work / "models/deepfm/run.json").read_text())["run_id"]
+    run_id = json.loads((work / "models/deepfm/seed-42/run.json").read_text())["run_id"]
     client = mlflow.MlflowClient(tracking_uri=uri)
     model = mlflow.pyfunc.load_model(client.download_artifacts(run_id, "model", str(tmp_path)))
     raw = read_raw(work / "data" / "raw" / release)

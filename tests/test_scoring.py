@@ -152,9 +152,9 @@ def test_vocabularies_of_another_prepare_run_are_refused(
 def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    for stage in ("train.py", "evaluate.py"):
+    for stage, seed in (("train.py", ["--seed", "42"]), ("evaluate.py", [])):
         subprocess.run(
-            [sys.executable, str(ROOT / "stages" / stage), "--model", "deepfm"],
+            [sys.executable, str(ROOT / "stages" / stage), "--model", "deepfm", *seed],
             cwd=workspace,
             check=True,
             capture_output=True,
@@ -166,7 +166,7 @@ def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
 
     # The console script, as a user runs it from the project root.
     cli_args = score_args(
-        Path("models/deepfm"), tmp_path / "test_rows.parquet", tmp_path / "s.parquet"
+        Path("models/deepfm/seed-42"), tmp_path / "test_rows.parquet", tmp_path / "s.parquet"
     )
     subprocess.run(
         [sys.executable, "-m", "deepfm", *cli_args],
@@ -176,12 +176,12 @@ def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
     )
     cli = pd.read_parquet(tmp_path / "s.parquet")["probability"].to_numpy()
 
-    run_id = json.loads((workspace / "models/deepfm/run.json").read_text())["run_id"]
+    run_id = json.loads((workspace / "models/deepfm/seed-42/run.json").read_text())["run_id"]
     mlflow.set_tracking_uri(uri)  # earlier tests in this process may have pointed it elsewhere
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     served = np.asarray(pyfunc.predict(raw_feature_frame(raw, test_rows, SEED_FIELDS)))
 
-    saved = load_model(workspace / "models/deepfm/model.pt")
+    saved = load_model(workspace / "models/deepfm/seed-42/model.pt")
     test = CTRDataset.from_parquet(workspace / "data/processed/ml-100k/test.parquet", saved.schema)
     with torch.no_grad():
         logits = saved.model(test.batch(torch.arange(len(test)))[0])
@@ -191,4 +191,4 @@ def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
     np.testing.assert_allclose(served, staged, atol=1e-6)
     report = json.loads((workspace / "reports/models/deepfm/metrics.json").read_text())
     cli_logloss = log_loss(test.labels, torch.logit(torch.tensor(cli, dtype=torch.float64)))
-    assert cli_logloss == pytest.approx(report["test_logloss"], abs=1e-5)
+    assert cli_logloss == pytest.approx(report["seeds"]["42"]["test_logloss"], abs=1e-5)

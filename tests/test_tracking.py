@@ -10,14 +10,19 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from deepfm.tracking import (
+    CHAMPION,
+    FinishedRuns,
     RunTracker,
     TrackingError,
     check_tracking_server,
     default_tags,
+    open_experiment,
     tracking_uri,
 )
 
@@ -166,8 +171,120 @@ def test_server_health_check_on_a_local_server() -> None:
         server.server_close()
 
 
-def test_non_http_stores_are_not_checked() -> None:
-    check_tracking_server("sqlite:////nonexistent/folder/mlflow.db")
+@pytest.mark.parametrize(
+    ("uri", "experiment", "reason"),
+    [
+        ("garbage://x", "deepfm-movielens", "unsupported URI 'garbage://x'"),
+        ("postgresql://user@127.0.0.1:1/mlflow", "deepfm-movielens", ""),
+        ("STORE", "", "Invalid experiment name: ''"),
+    ],
+    ids=["unknown scheme", "database without its driver", "empty experiment name"],
+)
+def test_a_store_or_experiment_that_cannot_be_used_is_one_error_naming_it(
+    uri: str, experiment: str, reason: str, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = store if uri == "STORE" else uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    with pytest.raises(TrackingError) as raised:
+        open_experiment(experiment)
+
+    message = str(raised.value)
+    assert message.startswith(
+        f"MLflow tracking store {uri} cannot be used for experiment {experiment!r} "
+        "(tracking.experiment_name): "
+    )
+    assert reason in message and "\n" not in message
+
+
+def test_a_new_sqlite_store_is_opened_and_its_experiment_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    (tmp_path / "new").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    experiment_id = open_experiment("fresh")
+
+    assert MlflowClient(uri).get_experiment_by_name("fresh").experiment_id == experiment_id
+    assert open_experiment("fresh") == experiment_id
+
+
+@pytest.mark.parametrize(
+    ("interrupt", "status"), [(KeyboardInterrupt, "KILLED"), (ValueError, "FAILED")]
+)
+def test_interrupted_run_ends_killed_and_a_failing_one_failed(
+    store: str, interrupt: type[BaseException], status: str
+) -> None:
+    with pytest.raises(interrupt):  # noqa: SIM117
+        with RunTracker.start("tracking-test", "stopped", {}, {}) as run:
+            raise interrupt()
+
+    assert MlflowClient(store).get_run(run.run_id).info.status == status
+
+
+def test_finished_run_gets_metrics_without_being_reopened(store: str, tmp_path: Path) -> None:
+    with RunTracker.start("tracking-test", "done", {}, {}) as run:
+        run.log_epoch({"val_auc": 0.7}, step=1)
+    client = MlflowClient(store)
+    before = client.get_run(run.run_id).info
+    (tmp_path / "roc.png").write_bytes(b"png")
+
+    FinishedRuns().add(run.run_id, {"test_auc": 0.75}, [tmp_path / "roc.png"])
+
+    after = client.get_run(run.run_id)
+    assert (after.info.status, after.info.end_time) == ("FINISHED", before.end_time)
+    assert after.data.metrics == {"val_auc": 0.7, "test_auc": 0.75}
+    assert [a.path for a in client.list_artifacts(run.run_id)] == ["roc.png"]
+    with pytest.raises(TrackingError, match=r"^run\.json names MLflow run 0123, which the"):
+        FinishedRuns().check("0123", Path("run.json"))
+
+
+def test_seed_runs_are_grouped_under_one_parent_reused_next_time(store: str) -> None:
+    run_ids = []
+    for seed in (1, 2):
+        with RunTracker.start("tracking-test", f"grouped-seed-{seed}", {}, {}) as run:
+            run_ids.append(run.run_id)
+    runs = FinishedRuns()
+
+    parent = runs.group(run_ids, "grouped", {"mean_test_auc": 0.7}, [])
+    again = runs.group(run_ids, "grouped", {"mean_test_auc": 0.71}, [])
+
+    client = MlflowClient(store)
+    assert again == parent
+    assert client.get_run(parent).data.metrics == {"mean_test_auc": 0.71}
+    assert client.get_run(parent).info.status == "FINISHED"
+    for run_id in run_ids:
+        assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == parent
+
+
+def champion(client: MlflowClient) -> str:
+    return str(client.get_model_version_by_alias("champion-test", CHAMPION).version)
+
+
+class _Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context: object, model_input: pd.DataFrame) -> list[float]:
+        return [0.5] * len(model_input)
+
+
+def test_champion_is_the_best_validation_auc_on_the_same_validation_split(
+    store: str, tmp_path: Path
+) -> None:
+    client = MlflowClient(store)
+    versions = {}
+    for label, val_auc, split in [
+        ("a", 0.70, "s1"),
+        ("b", 0.75, "s1"),
+        ("c", 0.72, "s1"),
+        ("d", 0.60, "s2"),
+    ]:
+        with RunTracker.start("tracking-test", label, {}, {}) as run:
+            logged = mlflow.pyfunc.log_model(name="model", python_model=_Constant())
+            versions[label] = run.register_model(logged.model_uri, "champion-test", val_auc, split)
+        if label == "c":
+            assert champion(client) == versions["b"]
+    # A new validation split starts its own comparison.
+    assert champion(client) == versions["d"]
 
 
 def test_only_tracking_imports_mlflow():

@@ -1,13 +1,19 @@
-"""Test-set evaluation on whole score vectors: accuracy, calibration, ROC and PR curves.
+"""Test-set evaluation on whole score vectors: accuracy, calibration, ROC and PR curves;
+and the fingerprint that ties a model to the prepared data it was trained on.
 
-Every function takes 0/1 `labels` (N,) and scores or probabilities (N,) as tensors and
+Every metric function takes 0/1 `labels` (N,) and scores or probabilities (N,) as tensors and
 works on whole vectors (no per-row Python). Curves come back as dicts of equal-length
 1-D tensors, ready to write as CSV columns.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
+
+from deepfm.data.schema import Schema
 
 Curve = dict[str, torch.Tensor]
 
@@ -105,3 +111,17 @@ def pr_points(labels: torch.Tensor, scores: torch.Tensor, max_points: int | None
         "precision": counts["tp"] / (counts["tp"] + counts["fp"]),
     }
     return _downsample(curve, max_points)
+
+
+def prepared_data_fingerprint(processed: Path, schema: Schema) -> str:
+    """SHA-256 of `schema.json` and of each schema field's `vocab/<field>.parquet`.
+
+    A missing vocabulary raises `FileNotFoundError` naming it.
+    """
+    digest = hashlib.sha256((processed / "schema.json").read_bytes())
+    for name in schema.fields:
+        path = processed / "vocab" / f"{name}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: vocabulary of field {name!r} not found; run prepare")
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

@@ -60,8 +60,10 @@ def project(template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def reference_run(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of `template` after one uninterrupted `train` (deepfm, 2 epochs, CPU)."""
+    """A copy of `template` after one uninterrupted `train` (deepfm, seed 42, 2 epochs, CPU)."""
     work = shutil.copytree(template, tmp_path_factory.mktemp("reference") / "work")
-    result = run_stage(work, "train", "--model", "deepfm", env=store_env(work / "mlflow.db"))
+    result = run_stage(
+        work, "train", "--model", "deepfm", "--seed", "42", env=store_env(work / "mlflow.db")
+    )
     assert result.returncode == 0, result.stderr
     return work

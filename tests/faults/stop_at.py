@@ -12,7 +12,8 @@ POINT is one of:
                       the file's bytes are on disk
     folder-swap:NAME  when `atomic.replace_dir` has moved the old folder NAME aside
                       and not yet moved the new one in
-    run-start         just before the MLflow run opens (`RunTracker.start`)
+    store-open        just before the MLflow store is first opened (`tracking.open_experiment`,
+                      which `train` calls before training)
 
 The script itself runs unchanged; only the named call is wrapped.
 """
@@ -32,8 +33,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from deepfm import atomic
-from deepfm.tracking import RunTracker
+from deepfm import atomic, tracking
 
 PARENT = os.getppid()
 
@@ -90,14 +90,14 @@ def stop_in_folder_swap(name: str, marker: Path) -> None:
     os.replace = replace_then_stop
 
 
-def stop_at_run_start(marker: Path) -> None:
-    start = RunTracker.start.__func__
+def stop_at_store_open(marker: Path) -> None:
+    open_experiment = tracking.open_experiment
 
-    def wait_then_start(cls: type[RunTracker], *args: Any, **kwargs: Any) -> RunTracker:
-        wait_here(marker)
-        return start(cls, *args, **kwargs)
+    def wait_then_open(experiment_name: str) -> str:
+        wait_here(marker)  # later calls go straight on: the `.go` file is there
+        return open_experiment(experiment_name)
 
-    RunTracker.start = classmethod(wait_then_start)
+    tracking.open_experiment = wait_then_open
 
 
 def main() -> None:
@@ -110,8 +110,8 @@ def main() -> None:
         stop_in_parquet_write(int(value), marker_path)
     elif kind == "folder-swap":
         stop_in_folder_swap(value, marker_path)
-    elif kind == "run-start":
-        stop_at_run_start(marker_path)
+    elif kind == "store-open":
+        stop_at_store_open(marker_path)
     else:
         sys.exit(f"unknown point {point!r}")
     sys.argv = [script, *args]

@@ -13,7 +13,7 @@ import pytest
 from deepfm.config import ExperimentConfig
 from faults.processes import run_stage, stage, store_env
 
-MODEL = ("--model", "deepfm")
+MODEL = ("--model", "deepfm", "--seed", "42")
 
 
 def closed_port() -> int:
@@ -35,9 +35,7 @@ def test_closed_tracking_port_stops_train_before_training(project):
     assert f"MLflow tracking server {uri} does not answer" in errors[0]
     assert "Traceback" not in result.stderr
     assert "epoch 1" not in result.stderr
-    assert not (project / "models/deepfm/checkpoint.pt").exists()
-    assert not (project / "models/deepfm/model.pt").exists()
-    assert not (project / "reports").exists()
+    assert not (project / "models").exists()
 
 
 @pytest.mark.slow
@@ -45,12 +43,12 @@ def test_two_train_runs_logging_at_once_to_one_new_sqlite_store_both_complete(
     template, tmp_path, stop_at
 ):
     """Both reach the store, which does not exist yet, at the same moment (a barrier
-    just before the run opens), create it and log everything at once."""
+    just before the store is opened), create it and log everything at once."""
     store = tmp_path / "store" / "mlflow.db"
     store.parent.mkdir()
     works = [shutil.copytree(template, tmp_path / name) for name in ("a", "b")]
     runs = [
-        stop_at(work, "run-start", stage("train"), *MODEL, env=store_env(store)) for work in works
+        stop_at(work, "store-open", stage("train"), *MODEL, env=store_env(store)) for work in works
     ]
     for run in runs:
         run.wait_until_stopped()
@@ -66,12 +64,14 @@ def test_two_train_runs_logging_at_once_to_one_new_sqlite_store_both_complete(
     client = mlflow.MlflowClient(f"sqlite:///{store}")
     experiment = client.get_experiment_by_name(config.tracking.experiment_name)
     runs_logged = client.search_runs([experiment.experiment_id])
-    run_ids = {json.loads((w / "models/deepfm/run.json").read_text())["run_id"] for w in works}
+    run_ids = {
+        json.loads((w / "models/deepfm/seed-42/run.json").read_text())["run_id"] for w in works
+    }
     assert {run.info.run_id for run in runs_logged} == run_ids
     for logged in runs_logged:
         run_id = logged.info.run_id
         assert logged.info.status == "FINISHED"
-        assert len(logged.data.params) == len(config.flat()) + 1  # and "model"
+        assert len(logged.data.params) == len(config.flat()) + 2  # and "model", "seed"
         assert {"best_val_auc", "epochs_run"} <= set(logged.data.metrics)
         assert sorted(m.step for m in client.get_metric_history(run_id, "val_auc")) == [1, 2]
         assert {a.path for a in client.list_artifacts(run_id)} == {
@@ -83,3 +83,5 @@ def test_two_train_runs_logging_at_once_to_one_new_sqlite_store_both_complete(
     assert sorted((m.source_run_id, str(m.status)) for m in models) == sorted(
         (run_id, "READY") for run_id in run_ids
     )
+    versions = client.search_model_versions("name = 'deepfm-ml-100k'")
+    assert sorted(v.run_id for v in versions) == sorted(run_ids)

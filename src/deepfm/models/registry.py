@@ -50,18 +50,29 @@ class SavedModel:
     model: nn.Module
     schema: Schema
     config: ExperimentConfig
+    seed: int | None = None  # the training seed (`train --seed`)
+    data_fingerprint: str = ""  # of the prepared data it was trained on
 
 
 def save_model(
-    path: Path, name: str, model: nn.Module, schema: Schema, config: ExperimentConfig
+    path: Path,
+    name: str,
+    model: nn.Module,
+    schema: Schema,
+    config: ExperimentConfig,
+    seed: int | None = None,
+    data_fingerprint: str = "",
 ) -> None:
-    """Write state dict, schema and config atomically; `torch.load(weights_only=True)` reads it."""
+    """Write state dict, schema, config, training seed and prepared-data fingerprint
+    atomically; `torch.load(weights_only=True)` reads it."""
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     payload = {
         "model": name,
         "state_dict": state,
         "schema": schema.to_dict(),
         "config": config.to_dict(),
+        "seed": seed,
+        "data_fingerprint": data_fingerprint,
     }
     with atomic.open_for_write(path) as tmp:
         torch.save(payload, tmp)
@@ -90,4 +101,11 @@ def load_model(path: Path) -> SavedModel:
     config = ExperimentConfig.from_dict(saved["config"])
     model = build_model(saved["model"], schema, config)
     model.load_state_dict(saved["state_dict"])
-    return SavedModel(saved["model"], model.eval(), schema, config)
+    return SavedModel(
+        saved["model"],
+        model.eval(),
+        schema,
+        config,
+        saved.get("seed"),
+        saved.get("data_fingerprint", ""),
+    )

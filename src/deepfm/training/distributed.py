@@ -8,7 +8,7 @@ helper is the identity of a single rank 0, so one process runs the code it alway
 Example::
 
     with process_group(torch.device("cpu")) as device:  # cuda:LOCAL_RANK on CUDA
-        trainer = Trainer(model.to(device), config.train, device)
+        trainer = Trainer(model.to(device), config.train, device, seed=42)
 """
 
 from __future__ import annotations

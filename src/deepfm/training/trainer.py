@@ -27,12 +27,21 @@ from tqdm import tqdm
 from deepfm import atomic
 from deepfm.config import TrainConfig
 from deepfm.data.dataset import CTRDataset
+from deepfm.errors import UserError
 from deepfm.training import distributed
 from deepfm.training.metrics import log_loss, roc_auc
 
 logger = logging.getLogger(__name__)
 
 PREDICT_BATCH_SIZE = 65_536
+
+
+class DeviceError(UserError, ValueError):
+    """A `train.device` this machine does not have."""
+
+
+class DivergedError(UserError, ArithmeticError):
+    """Training reached a loss or validation metric that is not a finite number."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available")
+        raise DeviceError(
+            "train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'"
+        )
     return torch.device(name)
 
 
@@ -108,16 +119,20 @@ class Trainer:
         model: the model, already on `device`.
         config: the `train` section of params.
         device: where the model and the data columns live.
+        seed: the training seed, one of `train.seeds`; it orders every epoch's rows.
 
     Example:
-        >>> trainer = Trainer(model, config.train, torch.device("cpu"))
-        >>> result = trainer.fit(train_ds, val_ds, checkpoint=Path("models/fm/checkpoint.pt"))
+        >>> trainer = Trainer(model, config.train, torch.device("cpu"), seed=42)
+        >>> result = trainer.fit(train_ds, val_ds, checkpoint=Path("models/fm/seed-42.ckpt"))
     """
 
-    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+    def __init__(
+        self, model: nn.Module, config: TrainConfig, device: torch.device, seed: int
+    ) -> None:
         self.model = model
         self.config = config
         self.device = device
+        self.seed = seed
         self.optimizer = make_optimizer(model, config)
         # What training steps call: DDP in a process group, else the model itself.
         self.train_model = distributed.wrap(model, device)
@@ -132,13 +147,17 @@ class Trainer:
         checkpoint: Path | None = None,
         run_key: str = "",
         on_epoch: Callable[[EpochRecord], None] | None = None,
+        run_id: str = "",
     ) -> TrainResult:
         """Train until `max_epochs` or `patience` epochs without a better val AUC.
 
-        With `checkpoint`, state is saved after every epoch and a checkpoint with the
-        same `run_key` (what identifies the run: params and data) is resumed from.
-        The checkpoint is removed once training ends. In a process group, rank 0 reads,
-        writes and removes it and sends what it read to every rank.
+        With `checkpoint`, state is saved after every epoch (after `on_epoch` saw it) and a
+        checkpoint with the same `run_key` (what identifies the run: params, seed and data)
+        is resumed from; it also keeps `run_id`, the tracking run this training logs to
+        (`checkpointed_run_id` reads it back). The checkpoint is removed once training
+        ends. In a process group, rank 0 reads, writes and removes it and sends what it
+        read to every rank. A loss or val metric that is not finite raises `DivergedError`
+        (the checkpoint of the last good epoch stays).
         """
         train_ds, val_ds = train_ds.to(self.device), val_ds.to(self.device)
         result = TrainResult(device=str(self.device))
@@ -158,6 +177,11 @@ class Trainer:
             result.train_seconds += time.perf_counter() - started
             result.train_samples += len(train_ds)
             val_auc, val_logloss = self._validate(val_ds)
+            if not (math.isfinite(val_auc) and math.isfinite(val_logloss)):
+                raise DivergedError(
+                    f"training diverged: val logloss is {val_logloss} after epoch {epoch}; "
+                    f"lower train.lr (now {self.config.lr})"
+                )
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -177,10 +201,13 @@ class Trainer:
                 "epoch %d: train loss %.4f, val AUC %.4f, val logloss %.4f (%.1f s)",
                 *(epoch, train_loss, record.val_auc, record.val_logloss, record.seconds),
             )
-            if checkpoint is not None and distributed.rank() == 0:
-                self._save(checkpoint, run_key, epoch, best_state, epochs_without_gain, result)
+            # Reported before the checkpoint: a kill in between repeats the epoch (and its
+            # report, with the same numbers) rather than losing its report.
             if on_epoch is not None:
                 on_epoch(record)
+            if checkpoint is not None and distributed.rank() == 0:
+                state = (epoch, best_state, epochs_without_gain, result)
+                self._save(checkpoint, run_key, run_id, *state)
 
         self.model.load_state_dict(best_state)
         if checkpoint is not None and distributed.rank() == 0:
@@ -192,21 +219,37 @@ class Trainer:
         rows, world = len(train_ds), distributed.world_size()
         # The permutation depends only on (seed, epoch): a resumed run, and every rank, sees
         # the same order.
-        generator = torch.Generator().manual_seed(self.config.seeds[0] * 100_003 + epoch)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(rows, generator=generator).to(self.device)
         batch_size = self.config.batch_size
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         batches = range(0, rows, batch_size)
+        # Each step's loss stays on the device (no sync per step) until the epoch ends.
+        step_losses = torch.zeros(len(batches), device=self.device)
         # disable=None: a bar on a terminal, silence in CI logs; no bar on ranks other than 0.
         quiet = None if distributed.rank() == 0 else True
-        for start in tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=quiet):
+        bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=quiet)
+        for step, start in enumerate(bar):
             batch = order[start : start + batch_size]
             loss = self._batch_loss(train_ds, batch, world)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            step_losses[step] = loss.detach()
             loss_sum += loss.detach() * (len(batch) / world)  # this rank's sum of row losses
+        self._check_finite(distributed.all_reduce_sum(step_losses), epoch)
         return float(distributed.all_reduce_sum(loss_sum)) / rows
+
+    def _check_finite(self, step_losses: torch.Tensor, epoch: int) -> None:
+        """`DivergedError` naming the first step of `epoch` whose loss is not finite."""
+        bad = (~torch.isfinite(step_losses)).nonzero()
+        if len(bad):
+            step = int(bad[0]) + 1
+            raise DivergedError(
+                f"training diverged: the loss is {float(step_losses[step - 1])} at epoch "
+                f"{epoch}, step {step} of {len(step_losses)}; lower train.lr (now "
+                f"{self.config.lr})"
+            )
 
     def _batch_loss(self, train_ds: CTRDataset, batch: torch.Tensor, world: int) -> torch.Tensor:
         """The loss of this rank's part of `batch` (row indices) whose gradient, averaged over
@@ -263,6 +306,7 @@ class Trainer:
         self,
         path: Path,
         run_key: str,
+        run_id: str,
         epoch: int,
         best_state: dict[str, torch.Tensor],
         epochs_without_gain: int,
@@ -270,6 +314,7 @@ class Trainer:
     ) -> None:
         state = {
             "run_key": run_key,
+            "run_id": run_id,
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -293,6 +338,14 @@ class Trainer:
         result.best_epoch, result.best_val_auc, result.best_val_logloss = state["best"]
         result.train_seconds, result.train_samples = state["timing"]
         return state["epoch"] + 1, state["best_state"], state["epochs_without_gain"]
+
+
+def checkpointed_run_id(path: Path, run_key: str) -> str:
+    """The tracking run id saved in checkpoint `path` if it is of run `run_key`, else ""."""
+    if not path.is_file():
+        return ""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state["run_id"] if state["run_key"] == run_key else ""
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
