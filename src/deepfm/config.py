@@ -13,7 +13,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -178,6 +178,76 @@ class AttentionDeepFMConfig:
 
 
 @dataclass(frozen=True)
+class WideDeepConfig:
+    hidden_units: tuple[int, ...] = (256, 128)
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DCNv2Config:
+    """`low_rank: null` is full-rank DCN-V2; a rank r gives DCN-Mix with `num_experts` experts."""
+
+    cross_layers: int = 3
+    low_rank: int | None = None
+    num_experts: int = 4
+    structure: Literal["stacked", "parallel"] = "parallel"
+    hidden_units: tuple[int, ...] = (256, 128)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("cross_layers", "low_rank", "num_experts"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"model.dcnv2.{key} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class FinalMLPConfig:
+    stream1_hidden_units: tuple[int, ...] = (256, 128)
+    stream2_hidden_units: tuple[int, ...] = (256, 128)
+    gate_hidden_units: tuple[int, ...] = (64,)
+    num_heads: int = 8
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.stream1_hidden_units or not self.stream2_hidden_units:
+            raise ConfigError("model.finalmlp: each stream needs at least one hidden width")
+        widths = (self.stream1_hidden_units[-1], self.stream2_hidden_units[-1])
+        if self.num_heads < 1 or any(width % self.num_heads for width in widths):
+            raise ConfigError(
+                f"model.finalmlp.num_heads must be >= 1 and divide both streams' last widths "
+                f"{list(widths)}, got {self.num_heads}"
+            )
+
+
+@dataclass(frozen=True)
+class AutoIntConfig:
+    section: ClassVar[str] = "autoint"
+    attention_layers: int = 3
+    attention_heads: int = 2
+    attention_dim: int = 64
+    attention_residual: bool = True
+
+    def __post_init__(self) -> None:
+        layers, heads, dim = self.attention_layers, self.attention_heads, self.attention_dim
+        if layers < 1 or heads < 1 or dim % heads:
+            raise ConfigError(
+                f"model.{self.section} needs attention_layers >= 1 and attention_heads >= 1 "
+                f"dividing attention_dim; got attention_layers={layers}, "
+                f"attention_heads={heads}, attention_dim={dim}"
+            )
+
+
+@dataclass(frozen=True)
+class AutoIntPlusConfig(AutoIntConfig):
+    """AutoInt's section plus the MLP's."""
+
+    section: ClassVar[str] = "autoint_plus"
+    hidden_units: tuple[int, ...] = (256, 128)
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One section per model; its field names are the model names `train.models` accepts."""
 
@@ -186,6 +256,11 @@ class ModelConfig:
     deepfm: DeepFMConfig = field(default_factory=DeepFMConfig)
     xdeepfm: XDeepFMConfig = field(default_factory=XDeepFMConfig)
     attention_deepfm: AttentionDeepFMConfig = field(default_factory=AttentionDeepFMConfig)
+    wide_deep: WideDeepConfig = field(default_factory=WideDeepConfig)
+    dcnv2: DCNv2Config = field(default_factory=DCNv2Config)
+    finalmlp: FinalMLPConfig = field(default_factory=FinalMLPConfig)
+    autoint: AutoIntConfig = field(default_factory=AutoIntConfig)
+    autoint_plus: AutoIntPlusConfig = field(default_factory=AutoIntPlusConfig)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -194,7 +269,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    models: tuple[str, ...] = ModelConfig.names()
+    models: tuple[str, ...] = ("fm", "dnn", "deepfm", "xdeepfm", "attention_deepfm")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     nproc: int = 1
     batch_size: int = 1024
