@@ -146,6 +146,7 @@ CASES = [
     ("dcnv2", {"low_rank": 3, "structure": "stacked"}, dcnv2_reference),
     ("finalmlp", {"stream2_hidden_units": (12, 8), "num_heads": 4}, finalmlp_reference),
     ("autoint", {}, autoint_reference),
+    ("autoint", {"attention_dim": 8}, autoint_reference),  # projected residual
     ("autoint", {"attention_residual": False, "attention_heads": 4}, autoint_reference),
     ("autoint_plus", {}, autoint_reference),
 ]

@@ -225,7 +225,7 @@ class AutoIntConfig:
     section: ClassVar[str] = "autoint"
     attention_layers: int = 3
     attention_heads: int = 2
-    attention_dim: int = 64
+    attention_dim: int = 16
     attention_residual: bool = True
 
     def __post_init__(self) -> None:
