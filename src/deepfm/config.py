@@ -78,6 +78,8 @@ NonNegative = Annotated[StrictFloat, Field(ge=0)]
 Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 Distinct = AfterValidator(_distinct)
+HiddenWidth = Annotated[StrictInt, Field(ge=1, le=MAX_HIDDEN_UNITS)]
+Dropout = Annotated[StrictFloat, Field(ge=0, lt=1)]
 
 
 def _check_split_ratios(ratios: tuple[float, ...]) -> tuple[float, ...]:
@@ -183,8 +185,8 @@ class DNNConfig:
     """The MLP head on the concatenated field embeddings: all of `model.dnn` and
     `model.deepfm` (its FM part has no knobs), and part of the models below."""
 
-    hidden_units: tuple[Annotated[StrictInt, Field(ge=1, le=MAX_HIDDEN_UNITS)], ...] = (256, 128)
-    dropout: Annotated[StrictFloat, Field(ge=0, lt=1)] = 0.0
+    hidden_units: tuple[HiddenWidth, ...] = (256, 128)
+    dropout: Dropout = 0.0
 
 
 DeepFMConfig = DNNConfig
@@ -207,6 +209,49 @@ class AttentionDeepFMConfig(DNNConfig):
     attention_residual: StrictBool = True
 
 
+WideDeepConfig = DNNConfig  # the wide part (bias + first order) has no knobs
+
+
+@dataclass(frozen=True, config=SECTION)
+class DCNv2Config(DNNConfig):
+    """The MLP plus cross layers; `low_rank: null` is full-rank DCN-V2, a rank r gives
+    DCN-Mix with `num_experts` low-rank experts per layer."""
+
+    cross_layers: Count = 3
+    low_rank: Count | None = None
+    num_experts: Count = 4
+    structure: Literal["stacked", "parallel"] = "parallel"
+
+
+@dataclass(frozen=True, config=SECTION)
+class FinalMLPConfig:
+    """Two gated MLP streams fused by multi-head bilinear interaction."""
+
+    stream1_hidden_units: Annotated[tuple[HiddenWidth, ...], Field(min_length=1)] = (256, 128)
+    stream2_hidden_units: Annotated[tuple[HiddenWidth, ...], Field(min_length=1)] = (256, 128)
+    gate_hidden_units: tuple[HiddenWidth, ...] = (64,)
+    num_heads: Count = 8  # must divide both streams' last widths (checked on ExperimentConfig)
+    dropout: Dropout = 0.0
+
+
+@dataclass(frozen=True, config=SECTION)
+class AutoIntConfig:
+    """Self-attention layers over the fields, then a linear layer: AutoInt as in its paper."""
+
+    attention_layers: Count = 3
+    attention_heads: Count = 2  # must divide attention_dim (checked on ExperimentConfig)
+    attention_dim: EmbeddingDim = 16
+    attention_residual: StrictBool = True
+
+
+@dataclass(frozen=True, config=SECTION)
+class AutoIntPlusConfig(AutoIntConfig):
+    """AutoInt plus an MLP over the concatenated field embeddings (AutoInt+)."""
+
+    hidden_units: tuple[HiddenWidth, ...] = (256, 128)
+    dropout: Dropout = 0.0
+
+
 @dataclass(frozen=True, config=SECTION)
 class ModelConfig:
     """One section per model; its field names are the model names `train.models` accepts."""
@@ -218,6 +263,11 @@ class ModelConfig:
     attention_deepfm: AttentionDeepFMConfig = dataclasses.field(
         default_factory=AttentionDeepFMConfig
     )
+    wide_deep: WideDeepConfig = dataclasses.field(default_factory=WideDeepConfig)
+    dcnv2: DCNv2Config = dataclasses.field(default_factory=DCNv2Config)
+    finalmlp: FinalMLPConfig = dataclasses.field(default_factory=FinalMLPConfig)
+    autoint: AutoIntConfig = dataclasses.field(default_factory=AutoIntConfig)
+    autoint_plus: AutoIntPlusConfig = dataclasses.field(default_factory=AutoIntPlusConfig)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -238,8 +288,13 @@ def _registered_models(names: tuple[str, ...]) -> tuple[str, ...]:
 class TrainConfig:
     """Which models to train, on what, and how; each model is trained once per seed."""
 
+    # The leaderboard's default models; every name in ModelConfig can be trained.
     models: Annotated[tuple[StrictStr, ...], AfterValidator(_registered_models)] = (
-        ModelConfig.names()
+        "fm",
+        "dnn",
+        "deepfm",
+        "xdeepfm",
+        "attention_deepfm",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     nproc: Count = 1
@@ -277,6 +332,20 @@ class ExperimentConfig:
             raise ValueError(
                 f"model.attention_deepfm.attention_heads must divide feature.fm_embed_dim "
                 f"({width}), got {heads}"
+            )
+        for name in ("autoint", "autoint_plus"):
+            section = getattr(self.model, name)
+            if section.attention_dim % section.attention_heads:
+                raise ValueError(
+                    f"model.{name}.attention_heads must divide model.{name}.attention_dim "
+                    f"({section.attention_dim}), got {section.attention_heads}"
+                )
+        finalmlp = self.model.finalmlp
+        widths = [finalmlp.stream1_hidden_units[-1], finalmlp.stream2_hidden_units[-1]]
+        if any(width % finalmlp.num_heads for width in widths):
+            raise ValueError(
+                f"model.finalmlp.num_heads must divide both streams' last widths {widths}, "
+                f"got {finalmlp.num_heads}"
             )
         xdeepfm = self.model.xdeepfm
         if xdeepfm.cin_split_half and any(size % 2 for size in xdeepfm.cin_layer_sizes[:-1]):

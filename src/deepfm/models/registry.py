@@ -15,9 +15,13 @@ from deepfm.config import ExperimentConfig
 from deepfm.data.schema import Schema
 from deepfm.errors import UserError
 from deepfm.models.attention_deepfm import AttentionDeepFM
+from deepfm.models.autoint import AutoInt, AutoIntPlus
+from deepfm.models.dcnv2 import DCNv2
 from deepfm.models.deepfm import DeepFM
 from deepfm.models.dnn import DNN
+from deepfm.models.finalmlp import FinalMLP
 from deepfm.models.fm import FM
+from deepfm.models.wide_deep import WideDeep
 from deepfm.models.xdeepfm import XDeepFM
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -26,6 +30,11 @@ MODELS: dict[str, type[nn.Module]] = {
     "deepfm": DeepFM,
     "xdeepfm": XDeepFM,
     "attention_deepfm": AttentionDeepFM,
+    "wide_deep": WideDeep,
+    "dcnv2": DCNv2,
+    "finalmlp": FinalMLP,
+    "autoint": AutoInt,
+    "autoint_plus": AutoIntPlus,
 }
 
 
