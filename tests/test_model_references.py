@@ -234,7 +234,7 @@ def test_mlp_without_logit_returns_its_last_hidden_layer() -> None:
         ),
         (
             {"finalmlp": {"stream2_hidden_units": []}},
-            r"model\.finalmlp\.stream2_hidden_units must have at least 1 entry, got \(\)",
+            r"model\.finalmlp\.stream2_hidden_units must have at least 1 entry, got \[\]",
         ),
         (
             {"autoint_plus": {"attention_heads": 3}},
