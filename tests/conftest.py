@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -81,3 +84,38 @@ def make_workspace(work: Path, raw_dir: Path) -> Path:
 def workspace(tmp_path, small_config) -> Path:
     """`make_workspace` in a temp folder. Stage scripts run with it as cwd."""
     return make_workspace(tmp_path / "work", Path(small_config.data.raw_dir))
+
+
+def run(repo: Path, *command: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def dvc_repo(tmp_path) -> Path:
+    """A Git + DVC repo with the project's pipeline, deepfm only, and a small raw ml-100k
+    committed as the `download` stage's output (as if downloaded)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=ignore)
+    shutil.copytree(ROOT / "src" / "deepfm", repo / "src" / "deepfm", ignore=ignore)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(models=["deepfm"], seeds=[42, 43], max_epochs=2, batch_size=256)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")
+    tables = parse_ml100k(write_ml100k_folder(tmp_path / "release"))
+    write_raw(tables, repo / "data" / "raw" / "ml-100k", "ml-100k")
+
+    run(repo, "git", "init", "-q")
+    run(repo, "git", "config", "user.email", "test@example.com")
+    run(repo, "git", "config", "user.name", "test")
+    run(repo, "dvc", "init", "-q")
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
+    run(repo, "dvc", "commit", "-f", "download")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "pipeline and raw data")
+    return repo
