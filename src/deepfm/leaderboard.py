@@ -102,7 +102,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"the best model (`{rows[0]['model']}`), seed by seed; when it changes sign across "
         "seeds the gap is within seed noise.",
         "",
-        "| model | test AUC | test logloss | Δ AUC vs best (per seed) | | parameters "
+        "| model | test AUC | test logloss | Δ AUC vs best (per seed) | reading | parameters "
         "| train samples/s | epochs |",
         "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
@@ -120,7 +120,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{row['epochs_run']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    header = " | ".join(f"seed {seed} AUC" for seed in seeds)
+    header = " | ".join(f"seed {seed}" for seed in seeds)
     lines += [
         "",
         "Per seed (test AUC / test logloss):",
