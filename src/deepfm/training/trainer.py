@@ -28,16 +28,11 @@ from deepfm import atomic
 from deepfm.config import TrainConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.errors import UserError
+from deepfm.metrics import log_loss, roc_auc
+from deepfm.predict import autocast, dataset_logits
 from deepfm.training import distributed
-from deepfm.training.metrics import log_loss, roc_auc
 
 logger = logging.getLogger(__name__)
-
-PREDICT_BATCH_SIZE = 65_536
-
-
-class DeviceError(UserError, ValueError):
-    """A `train.device` this machine does not have."""
 
 
 class DivergedError(UserError, ArithmeticError):
@@ -86,17 +81,6 @@ class TrainResult:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(
-            "train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'"
-        )
-    return torch.device(name)
-
-
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
     """Adam with one L2 for embedding tables (`embedding_l2`) and one for the rest."""
     embedding_params, other_params = [], []
@@ -136,9 +120,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, config)
         # What training steps call: DDP in a process group, else the model itself.
         self.train_model = distributed.wrap(model, device)
-        self.autocast = torch.autocast(
-            device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-        )
+        self.autocast = autocast(device)
 
     def fit(
         self,
@@ -272,24 +254,9 @@ class Trainer:
         so that all ranks make the same early-stopping decision."""
         metrics: tuple[float, float] | None = None
         if distributed.rank() == 0:
-            logits = self.predict_logits(val_ds)
+            logits = dataset_logits(self.model, val_ds, self.device)
             metrics = roc_auc(val_ds.labels, logits), log_loss(val_ds.labels, logits)
         return distributed.broadcast(metrics)
-
-    @torch.no_grad()
-    def predict_logits(self, dataset: CTRDataset) -> torch.Tensor:
-        """Logits (N,) for every row of `dataset`, in order, in large batches."""
-        self.model.eval()
-        dataset = dataset.to(self.device)
-        outputs = []
-        for start in range(0, len(dataset), PREDICT_BATCH_SIZE):
-            indices = torch.arange(
-                start, min(start + PREDICT_BATCH_SIZE, len(dataset)), device=self.device
-            )
-            features, _ = dataset.batch(indices)
-            with self.autocast:
-                outputs.append(self.model(features).float())
-        return torch.cat(outputs)
 
     def _load_checkpoint(self, path: Path, run_key: str) -> dict[str, Any] | None:
         """The state saved at `path` if it is of run `run_key`, else None; rank 0 reads it
