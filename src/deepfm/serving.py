@@ -125,7 +125,17 @@ class RawFeatureEncoder:
 
 
 class CTRPredictor:
-    """A trained model and its encoder: raw feature rows in, click probabilities out."""
+    """A trained model and its encoder: raw feature rows in, click probabilities out.
+
+    Args:
+        model: the trained model (put in eval mode); it scores on the device it is on.
+        encoder: the raw-feature encoder of the model's schema and vocabularies.
+
+    Example::
+
+        predictor = CTRPredictor.from_files(Path("models/deepfm/seed-42/model.pt"))
+        probabilities = predictor.predict(frame)  # float32, one per row of `frame`
+    """
 
     def __init__(self, model: nn.Module, encoder: RawFeatureEncoder) -> None:
         self.model = model.eval()

@@ -16,7 +16,15 @@ from deepfm.serving import SERVING_PACKAGES, CTRPredictor
 
 
 class CTRPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc model; artifacts `model` (model.pt) and `vocab` (the vocab folder)."""
+    """MLflow pyfunc model; artifacts `model` (model.pt) and `vocab` (the vocab folder).
+
+    MLflow builds it without arguments and calls `load_context` with the logged artifacts.
+
+    Example::
+
+        model = mlflow.pyfunc.load_model("models:/deepfm-ml-100k@champion")
+        probabilities = model.predict(frame)  # raw feature rows in
+    """
 
     predictor: CTRPredictor
 

@@ -39,6 +39,14 @@ class RunTracker:
     a training's run; the run ends FINISHED, KILLED if the block ends by
     `KeyboardInterrupt` (Ctrl-C, or SIGTERM as the train stage turns it), else FAILED if
     it raises.
+
+    Args:
+        run: the active MLflow run (what `start` and `resume` open).
+
+    Example::
+
+        with RunTracker.start("deepfm-movielens", "fm-seed-42", params, tags) as run:
+            run.log_epoch({"train_loss": 0.52, "val_auc": 0.78}, step=1)
     """
 
     def __init__(self, run: mlflow.ActiveRun) -> None:
@@ -143,7 +151,14 @@ class RunTracker:
 
 class FinishedRuns:
     """The training runs `evaluate` adds to: never reopened, so each keeps its status, end
-    time and duration; and the parent run that groups one model's seed runs."""
+    time and duration; and the parent run that groups one model's seed runs.
+
+    Example::
+
+        runs = FinishedRuns()  # the store of `MLFLOW_TRACKING_URI`, checked
+        runs.check(run_id, Path("models/fm/seed-42/run.json"))
+        runs.add(run_id, {"test_auc": 0.79}, [Path("roc.png")])
+    """
 
     def __init__(self) -> None:
         self.uri = tracking_uri()

@@ -41,6 +41,20 @@ class DivergedError(UserError, ArithmeticError):
 
 @dataclass(frozen=True)
 class EpochRecord:
+    """One epoch of training, as `history.csv` holds it.
+
+    Args:
+        epoch: 1-based epoch number.
+        train_loss: mean training loss over the epoch's rows.
+        val_auc: validation AUC after the epoch.
+        val_logloss: validation logloss after the epoch.
+        seconds: wall time of the epoch, validation included.
+
+    Example::
+
+        record = EpochRecord(epoch=1, train_loss=0.58, val_auc=0.77, val_logloss=0.56, seconds=3.2)
+    """
+
     epoch: int
     train_loss: float
     val_auc: float
@@ -50,7 +64,19 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
-    """What `fit` did: the history, the best epoch (whose weights the model now holds)."""
+    """What `fit` did: the history, the best epoch (whose weights the model now holds).
+
+    Args:
+        history: one record per epoch run.
+        best_epoch, best_val_auc, best_val_logloss: the epoch of the best val AUC, its metrics.
+        train_seconds, train_samples: time spent in and rows seen by training steps.
+        device: where training ran.
+
+    Example::
+
+        result = trainer.fit(train_ds, val_ds)
+        result.best_epoch, result.summary()["samples_per_second"]
+    """
 
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
