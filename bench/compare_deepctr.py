@@ -51,8 +51,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from deepfm.config import ExperimentConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.schema import FeatureType, Schema
+from deepfm.metrics import roc_auc
 from deepfm.models.registry import build_model
-from deepfm.training.metrics import roc_auc
+from deepfm.predict import dataset_logits
 from deepfm.training.trainer import Trainer
 
 DEEPCTR_EMBEDDING_DIM = 16
@@ -263,7 +264,7 @@ class OurRunner:
         )
         test = splits["test"].ours
         return {
-            "test_auc": roc_auc(test.labels, self.trainer.predict_logits(test)),
+            "test_auc": roc_auc(test.labels, dataset_logits(self.model, test, self.trainer.device)),
             "best_epoch": result.best_epoch,
             "epochs": result.epochs_run,
         }

@@ -7,8 +7,8 @@ deepfm.data.synthetic`) is used instead. The canonical tables appear only when c
 
 from pathlib import Path
 
+from deepfm.cli import run_stage
 from deepfm.data.sources import download
-from deepfm.stage import run_stage
 
 if __name__ == "__main__":
     run_stage(lambda config, args: download(config.data.dataset, Path(config.data.raw_dir)))

@@ -32,14 +32,14 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from deepfm import atomic, evaluation, tracking
+from deepfm import atomic, metrics, tracking
+from deepfm.cli import matrix_item, run_stage
 from deepfm.config import ConfigError, ExperimentConfig
 from deepfm.data.dataset import CTRDataset
+from deepfm.data.prepared import prepared_data_fingerprint
 from deepfm.errors import UserError
 from deepfm.models.registry import SavedModel, load_model
-from deepfm.stage import matrix_item, run_stage
-from deepfm.training.metrics import log_loss, roc_auc
-from deepfm.training.trainer import Trainer, resolve_device
+from deepfm.predict import dataset_logits, resolve_device
 
 logger = logging.getLogger("deepfm.evaluate")
 
@@ -66,7 +66,7 @@ class EvaluateError(UserError, ValueError):
     """Inputs evaluate cannot score: the message names the file at fault."""
 
 
-def long_csv(curves: dict[int, evaluation.Curve], columns: tuple[str, ...]) -> str:
+def long_csv(curves: dict[int, metrics.Curve], columns: tuple[str, ...]) -> str:
     """`columns` of each seed's curve as CSV rows after a leading `seed` column."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -81,16 +81,16 @@ def scalar_metrics(labels: torch.Tensor, logits: torch.Tensor) -> dict[str, floa
     """Every scalar test metric, keys prefixed `test_`."""
     probabilities = torch.sigmoid(logits.double())
     return {
-        "test_auc": roc_auc(labels, logits),
-        "test_logloss": log_loss(labels, logits),
-        "test_accuracy": evaluation.accuracy(labels, probabilities),
+        "test_auc": metrics.roc_auc(labels, logits),
+        "test_logloss": metrics.log_loss(labels, logits),
+        "test_accuracy": metrics.accuracy(labels, probabilities),
         "test_predicted_positive_rate": float(probabilities.mean()),
         "test_actual_positive_rate": float(labels.double().mean()),
-        "test_ece": evaluation.expected_calibration_error(labels, probabilities, CALIBRATION_BINS),
+        "test_ece": metrics.expected_calibration_error(labels, probabilities, CALIBRATION_BINS),
     }
 
 
-def save_figure(path: Path, stem: str, title: str, curves: dict[int, evaluation.Curve]) -> None:
+def save_figure(path: Path, stem: str, title: str, curves: dict[int, metrics.Curve]) -> None:
     """Figure `stem` of `FIGURES` as a PNG (Agg backend): one line per seed."""
     x, y, what, (x_label, y_label), diagonal = FIGURES[stem]
     figure = Figure(figsize=(5, 5))
@@ -125,7 +125,7 @@ def load_seed(config: ExperimentConfig, name: str, seed: int, data_fingerprint: 
     return saved
 
 
-def history_curve(path: Path) -> evaluation.Curve:
+def history_curve(path: Path) -> metrics.Curve:
     """`epoch` and `val_auc` columns of a `history.csv`."""
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -149,22 +149,22 @@ def evaluate(config: ExperimentConfig, name: str) -> dict:
         run_ids[seed] = json.loads((folder / "run.json").read_text())["run_id"]
         runs.check(run_ids[seed], folder / "run.json")
     first = load_model(folders[seeds[0]] / "model.pt")
-    data_fingerprint = evaluation.prepared_data_fingerprint(processed, first.schema)
+    data_fingerprint = prepared_data_fingerprint(processed, first.schema)
     saved = {seed: load_seed(config, name, seed, data_fingerprint) for seed in seeds}
     test_ds = CTRDataset.from_parquet(test_path, first.schema)
     device = resolve_device(config.train.device)
 
     per_seed: dict[int, dict[str, float]] = {}
-    curves: dict[str, dict[int, evaluation.Curve]] = {stem: {} for stem in FIGURES}
+    curves: dict[str, dict[int, metrics.Curve]] = {stem: {} for stem in FIGURES}
     for seed, model in saved.items():
-        trainer = Trainer(model.model.to(device), model.config.train, device, seed)
-        logits, labels = trainer.predict_logits(test_ds).cpu(), test_ds.labels
+        logits = dataset_logits(model.model.to(device), test_ds, device).cpu()
+        labels = test_ds.labels
         summary = json.loads((folders[seed] / "train.json").read_text())
         per_seed[seed] = scalar_metrics(labels, logits) | {k: summary[k] for k in TRAIN_KEYS}
         probabilities = torch.sigmoid(logits.double())
-        curves["roc"][seed] = evaluation.roc_points(labels, probabilities, CURVE_POINTS)
-        curves["pr"][seed] = evaluation.pr_points(labels, probabilities, CURVE_POINTS)
-        curves["calibration"][seed] = evaluation.calibration_bins(
+        curves["roc"][seed] = metrics.roc_points(labels, probabilities, CURVE_POINTS)
+        curves["pr"][seed] = metrics.pr_points(labels, probabilities, CURVE_POINTS)
+        curves["calibration"][seed] = metrics.calibration_bins(
             labels, probabilities, CALIBRATION_BINS
         )
         curves["val_auc"][seed] = history_curve(folders[seed] / "history.csv")
@@ -176,7 +176,7 @@ def evaluate(config: ExperimentConfig, name: str) -> dict:
         for key in STD_KEYS
     }
     report = {
-        "seeds": {str(seed): metrics for seed, metrics in per_seed.items()},
+        "seeds": {str(seed): seed_metrics for seed, seed_metrics in per_seed.items()},
         "mean": mean,
         "std": std,
         "parameters": sum(p.numel() for p in first.model.parameters() if p.requires_grad),
@@ -209,7 +209,7 @@ def log_to_runs(
     name: str,
     run_ids: dict[int, str],
     per_seed: dict[int, dict[str, float]],
-    curves: dict[str, dict[int, evaluation.Curve]],
+    curves: dict[str, dict[int, metrics.Curve]],
     report: dict,
     report_dir: Path,
 ) -> None:

@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 from deepfm import atomic
+from deepfm.cli import run_stage
 from deepfm.config import ExperimentConfig
 from deepfm.leaderboard import LeaderboardError, leaderboard_rows, markdown
-from deepfm.stage import run_stage
 
 REPORTS = Path("reports")
 

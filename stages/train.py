@@ -38,22 +38,22 @@ import torch
 from torch import nn
 
 from deepfm import atomic, tracking
+from deepfm.cli import matrix_item, run_stage
 from deepfm.config import ConfigError, ExperimentConfig, ModelConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import raw_feature_frame
+from deepfm.data.prepared import prepared_data_fingerprint
 from deepfm.data.raw import FINGERPRINT_FILE, read_raw
 from deepfm.data.schema import Schema
 from deepfm.errors import UserError
-from deepfm.evaluation import prepared_data_fingerprint
 from deepfm.models.registry import build_model, save_model
-from deepfm.stage import matrix_item, run_stage
+from deepfm.predict import resolve_device
 from deepfm.training import distributed
 from deepfm.training.trainer import (
     EpochRecord,
     Trainer,
     TrainResult,
     checkpointed_run_id,
-    resolve_device,
 )
 
 logger = logging.getLogger("deepfm.train")

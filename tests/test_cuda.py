@@ -7,7 +7,8 @@ import torch
 
 from deepfm.data.movielens import MovieLensAdapter
 from deepfm.models.registry import MODELS, build_model
-from deepfm.training.trainer import Trainer, resolve_device
+from deepfm.predict import resolve_device
+from deepfm.training.trainer import Trainer
 
 pytestmark = pytest.mark.cuda
 

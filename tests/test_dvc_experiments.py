@@ -88,7 +88,8 @@ def test_editing_a_source_file_reruns_exactly_the_stages_that_run_it(dvc_repo):
     assert stages_to_run(dvc_repo) == set()
     edits = {
         "src/deepfm/leaderboard.py": {"leaderboard"},
-        "src/deepfm/evaluation.py": {"evaluate@deepfm"},
+        "stages/evaluate.py": {"evaluate@deepfm"},
+        "src/deepfm/training/trainer.py": {"train@deepfm-42", "train@deepfm-43"},
         "src/deepfm/data/dataset.py": {"train@deepfm-42", "train@deepfm-43", "evaluate@deepfm"},
         "src/deepfm/config.py": {
             "download",

@@ -15,10 +15,10 @@ import yaml
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
-from deepfm import evaluation
+from deepfm import metrics
 from deepfm.data.dataset import CTRDataset
+from deepfm.metrics import log_loss, roc_auc
 from deepfm.models.registry import load_model
-from deepfm.training.metrics import log_loss, roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,14 +35,14 @@ def random_case(rows: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 
 def test_accuracy_hand_cases():
     labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    assert evaluation.accuracy(labels, torch.tensor([0.9, 0.1, 0.5, 0.49])) == 1.0
-    assert evaluation.accuracy(labels, torch.tensor([0.1, 0.9, 0.4, 0.6])) == 0.0
-    assert evaluation.accuracy(labels, torch.tensor([0.9, 0.9, 0.1, 0.1])) == 0.5
+    assert metrics.accuracy(labels, torch.tensor([0.9, 0.1, 0.5, 0.49])) == 1.0
+    assert metrics.accuracy(labels, torch.tensor([0.1, 0.9, 0.4, 0.6])) == 0.0
+    assert metrics.accuracy(labels, torch.tensor([0.9, 0.9, 0.1, 0.1])) == 0.5
 
 
 def test_roc_points_match_sklearn():
     labels, scores = random_case()
-    curve = evaluation.roc_points(labels, scores, max_points=None)
+    curve = metrics.roc_points(labels, scores, max_points=None)
     fpr, tpr, thresholds = roc_curve(labels.numpy(), scores.numpy(), drop_intermediate=False)
     np.testing.assert_allclose(curve["fpr"].numpy(), fpr)
     np.testing.assert_allclose(curve["tpr"].numpy(), tpr)
@@ -54,7 +54,7 @@ def test_roc_points_match_sklearn():
 
 def test_pr_points_match_sklearn():
     labels, scores = random_case()
-    curve = evaluation.pr_points(labels, scores, max_points=None)
+    curve = metrics.pr_points(labels, scores, max_points=None)
     precision, recall, thresholds = precision_recall_curve(
         labels.numpy(), scores.numpy(), drop_intermediate=False
     )
@@ -76,13 +76,13 @@ def test_pr_points_match_sklearn():
 def test_curves_of_perfect_and_inverted_predictions():
     labels = torch.tensor([0.0, 0.0, 1.0, 1.0])
     perfect = torch.tensor([0.1, 0.2, 0.8, 0.9])
-    roc = evaluation.roc_points(labels, perfect)
+    roc = metrics.roc_points(labels, perfect)
     assert roc["fpr"].tolist() == [0.0, 0.0, 0.0, 0.5, 1.0]
     assert roc["tpr"].tolist() == [0.0, 0.5, 1.0, 1.0, 1.0]
-    pr = evaluation.pr_points(labels, perfect)
+    pr = metrics.pr_points(labels, perfect)
     assert pr["precision"].tolist() == [1.0, 1.0, 2 / 3, 0.5]
     assert pr["recall"].tolist() == [0.5, 1.0, 1.0, 1.0]
-    inverted = evaluation.roc_points(labels, 1 - perfect)
+    inverted = metrics.roc_points(labels, 1 - perfect)
     assert inverted["fpr"].tolist() == [0.0, 0.5, 1.0, 1.0, 1.0]
     assert inverted["tpr"].tolist() == [0.0, 0.0, 0.0, 0.5, 1.0]
 
@@ -90,18 +90,18 @@ def test_curves_of_perfect_and_inverted_predictions():
 def test_curves_are_downsampled_keeping_both_ends():
     labels, scores = random_case(rows=5000)
     scores = scores + torch.linspace(0, 1e-3, 5000, dtype=torch.float64)  # all distinct
-    full = evaluation.roc_points(labels, scores, max_points=None)
-    small = evaluation.roc_points(labels, scores, max_points=200)
+    full = metrics.roc_points(labels, scores, max_points=None)
+    small = metrics.roc_points(labels, scores, max_points=200)
     assert len(full["fpr"]) == 5001 and len(small["fpr"]) == 200
     assert (small["fpr"][0], small["tpr"][0]) == (0.0, 0.0)
     assert (small["fpr"][-1], small["tpr"][-1]) == (1.0, 1.0)
     assert bool((small["fpr"].diff() >= 0).all())
-    assert len(evaluation.pr_points(labels, scores, max_points=200)["recall"]) == 200
+    assert len(metrics.pr_points(labels, scores, max_points=200)["recall"]) == 200
 
 
 def test_calibration_bins_match_sklearn():
     labels, probabilities = random_case()
-    table = evaluation.calibration_bins(labels, probabilities, bins=10)
+    table = metrics.calibration_bins(labels, probabilities, bins=10)
     fraction, mean = calibration_curve(labels.numpy(), probabilities.numpy(), n_bins=10)
     np.testing.assert_allclose(table["fraction_positive"].numpy(), fraction)
     np.testing.assert_allclose(table["mean_predicted"].numpy(), mean)
@@ -117,18 +117,18 @@ def test_ece_against_independent_computation():
         rows = bin_ids == b
         gap = labels.numpy()[rows].mean() - probabilities.numpy()[rows].mean()
         expected += rows.mean() * abs(gap)
-    assert evaluation.expected_calibration_error(labels, probabilities) == pytest.approx(expected)
+    assert metrics.expected_calibration_error(labels, probabilities) == pytest.approx(expected)
 
 
 def test_ece_hand_cases():
     # Two perfectly calibrated bins: 0.25 with 1 of 4 positive, 0.75 with 3 of 4.
     probabilities = torch.tensor([0.25] * 4 + [0.75] * 4)
     labels = torch.tensor([1.0, 0, 0, 0, 1, 1, 1, 0])
-    assert evaluation.expected_calibration_error(labels, probabilities) == 0.0
+    assert metrics.expected_calibration_error(labels, probabilities) == 0.0
     # Confidently wrong everywhere: every gap is 0.95.
     inverted = torch.tensor([0.05, 0.05, 0.95, 0.95])
     wrong = torch.tensor([1.0, 1.0, 0.0, 0.0])
-    assert evaluation.expected_calibration_error(wrong, inverted) == pytest.approx(0.95)
+    assert metrics.expected_calibration_error(wrong, inverted) == pytest.approx(0.95)
 
 
 def run_script(work: Path, script: str, *args: str) -> None:
@@ -177,10 +177,10 @@ def test_evaluate_stage_writes_reports_of_every_seed_and_adds_to_their_runs(
         expected = {
             "test_auc": roc_auc(test.labels, logits),
             "test_logloss": log_loss(test.labels, logits),
-            "test_accuracy": evaluation.accuracy(test.labels, probabilities),
+            "test_accuracy": metrics.accuracy(test.labels, probabilities),
             "test_predicted_positive_rate": float(probabilities.mean()),
             "test_actual_positive_rate": float(test.labels.double().mean()),
-            "test_ece": evaluation.expected_calibration_error(test.labels, probabilities),
+            "test_ece": metrics.expected_calibration_error(test.labels, probabilities),
         } | {
             k: summary[k]
             for k in ("best_val_auc", "best_epoch", "epochs_run", "samples_per_second")

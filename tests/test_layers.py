@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from deepfm.models.layers.attention import MultiHeadSelfAttention
 from deepfm.models.layers.cin import CIN
-from deepfm.models.layers.fm import FMInteraction
+from deepfm.models.layers.fm_interaction import FMInteraction
 from deepfm.models.layers.mlp import MLP
 
 

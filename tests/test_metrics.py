@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from deepfm.training.metrics import log_loss, roc_auc
+from deepfm.metrics import log_loss, roc_auc
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

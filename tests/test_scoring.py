@@ -19,8 +19,8 @@ from deepfm.config import SEED_FIELDS, ExperimentConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import prepare, raw_feature_frame, split_rows
 from deepfm.data.raw import read_raw
+from deepfm.metrics import log_loss
 from deepfm.models.registry import build_model, load_model, save_model
-from deepfm.training.metrics import log_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 

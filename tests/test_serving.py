@@ -168,12 +168,12 @@ def test_encoder_reproduces_prepared_splits(raw_config: DataConfig) -> None:
 
 
 def test_predictor_matches_torch_model_across_batches(
-    saved: SavedModel, monkeypatch: pytest.MonkeyPatch
+    saved: SavedModel,
 ) -> None:
-    monkeypatch.setattr(serving, "PREDICT_BATCH_SIZE", 3)
     frame = raw_frame()
 
-    probabilities = CTRPredictor.from_files(saved.model_pt, saved.vocab_dir).predict(frame)
+    predictor = CTRPredictor.from_files(saved.model_pt, saved.vocab_dir)
+    probabilities = predictor.predict(frame, batch_size=3)
 
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities, saved.torch_probabilities(frame), rtol=1e-6)

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from deepfm.data.dataset import CTRDataset
+from deepfm.metrics import roc_auc
 from deepfm.models.registry import load_model
 from deepfm.serving import CTRPredictor
 from deepfm.tracking import file_digest
-from deepfm.training.metrics import roc_auc
 
 ROOT = Path(__file__).resolve().parents[1]
 

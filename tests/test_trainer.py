@@ -11,8 +11,9 @@ from deepfm.data import synthetic
 from deepfm.data.movielens import MovieLensAdapter
 from deepfm.data.raw import write_raw
 from deepfm.data.releases import parse_release
+from deepfm.metrics import roc_auc
 from deepfm.models.registry import build_model
-from deepfm.training.metrics import roc_auc
+from deepfm.predict import dataset_logits
 from deepfm.training.trainer import DivergedError, Trainer, make_optimizer
 
 CPU = torch.device("cpu")
@@ -54,11 +55,10 @@ def test_training_beats_chance_and_records_history(planted):
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert result.best_val_auc == max(r.val_auc for r in result.history)
     _, _, val_ds, test_ds = data
-    trainer = Trainer(model, config.train, CPU, SEED)
-    assert roc_auc(val_ds.labels, trainer.predict_logits(val_ds)) == result.best_val_auc
+    assert roc_auc(val_ds.labels, dataset_logits(model, val_ds, CPU)) == result.best_val_auc
     # Chance is 0.5; the planted signal lets FM reach well above it on unseen rows.
     assert result.best_val_auc > 0.65
-    assert roc_auc(test_ds.labels, trainer.predict_logits(test_ds)) > 0.65
+    assert roc_auc(test_ds.labels, dataset_logits(model, test_ds, CPU)) > 0.65
 
 
 def test_seeds_order_the_rows_and_draw_the_weights(small_config, data):
@@ -140,8 +140,7 @@ def test_early_stopping_restores_best_weights(small_config, data):
     model, result = fit(config, data, "fm")
     assert result.epochs_run == result.best_epoch + 1
     _, _, val_ds, _ = data
-    trainer = Trainer(model, config.train, CPU, SEED)
-    assert roc_auc(val_ds.labels, trainer.predict_logits(val_ds)) == pytest.approx(
+    assert roc_auc(val_ds.labels, dataset_logits(model, val_ds, CPU)) == pytest.approx(
         result.best_val_auc, abs=1e-12
     )
 

@@ -10,8 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from deepfm.scoring import BATCH_ROWS, score_file
-from deepfm.stage import LOG_FORMAT, USER_ERRORS
+from deepfm.cli import LOG_FORMAT, USER_ERRORS
+from deepfm.predict import PREDICT_BATCH_SIZE
+from deepfm.scoring import score_file
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="vocabularies (default: the prepared data the model was trained on)",
     )
-    score.add_argument("--batch-rows", type=int, default=BATCH_ROWS, help="rows per batch")
+    score.add_argument("--batch-rows", type=int, default=PREDICT_BATCH_SIZE, help="rows per batch")
     return commands
 
 

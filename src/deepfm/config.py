@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     ConfigDict,
@@ -32,12 +31,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
-from deepfm.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A params file or mapping that does not describe a valid experiment."""
-
+from deepfm.params_file import ConfigError, describe_error, read_params_file
 
 Dataset = Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
@@ -358,14 +352,9 @@ class ExperimentConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
         """Read and validate a params file; keys it leaves out keep their defaults."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"params file not found: {path}")
+        values = read_params_file(Path(path))
         try:
-            values = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
             return cls.from_dict(values)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
 
@@ -375,7 +364,7 @@ class ExperimentConfig:
         try:
             return _ADAPTER.validate_python(values)
         except ValidationError as err:
-            raise ConfigError(_describe(err.errors()[0])) from None
+            raise ConfigError(describe_error(err.errors()[0], cls)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts and lists, as they would appear in `params.yaml`."""
@@ -397,78 +386,3 @@ class ExperimentConfig:
 
 
 _ADAPTER = TypeAdapter(ExperimentConfig)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        _refuse_repeated_keys(node, "")
-        return super().construct_document(node)
-
-
-def _refuse_repeated_keys(node: yaml.Node, where: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = f"{where}.{key_node.value}" if where else str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                raise ConfigError(
-                    f"line {line}: key {key!r} is given again (first on line {first_line[key]}); "
-                    f"give each key once"
-                )
-            first_line[key] = line
-            _refuse_repeated_keys(value_node, key)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _refuse_repeated_keys(item, f"{where}[{index}]")
-
-
-# How each pydantic error type reads after the key; `{got}` is the refused value.
-_MESSAGES = {
-    "greater_than": " must be > {gt}, got {got}",
-    "greater_than_equal": " must be >= {ge}, got {got}",
-    "less_than": " must be < {lt}, got {got}",
-    "less_than_equal": " must be <= {le}, got {got}",
-    "finite_number": " must be a finite number, got {got}",
-    "too_short": " must have at least {min_length} entry, got {got}",
-    "string_too_short": " must not be empty",
-    "float_type": ": expected a number, got {got}",
-    "int_type": ": expected an integer, got {got}",
-    "bool_type": ": expected true or false, got {got}",
-    "string_type": ": expected a string, got {got}",
-    "literal_error": ": {got} is not allowed; choose from {expected}",
-    "tuple_type": ": expected a list, got {got}",
-    "dict_type": ": expected a mapping, got {got}",
-    "dataclass_type": ": expected a mapping, got {got}",
-    "missing": " is required",
-}
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    """One line for one pydantic error: the full key (`model.dnn.hidden_units[0]`) and why."""
-    loc = tuple(error["loc"])
-    if loc[-1:] == ("[key]",):  # a refused mapping key: name the mapping
-        loc = loc[:-2]
-    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
-    if error["type"] == "unexpected_keyword_argument":
-        valid = ", ".join(_keys_at(loc[:-1])) or "(none)"
-        return f"unknown key {key!r}; valid keys here: {valid}"
-    if error["type"] == "value_error":  # our validators: the text reads after the key
-        text = str(error["ctx"]["error"])
-        return f"{key} {text}" if key else text
-    got = repr(error["input"])
-    got = got if len(got) <= 80 else got[:77] + "..."
-    template = _MESSAGES.get(error["type"], ": {msg}, got {got}")
-    return (key or "params") + template.format(got=got, msg=error["msg"], **error.get("ctx", {}))
-
-
-def _keys_at(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the section at `loc` accepts."""
-    hint: Any = ExperimentConfig
-    for part in loc:
-        hint = (
-            typing.get_args(hint)[0] if isinstance(part, int) else typing.get_type_hints(hint)[part]
-        )
-    return [f.name for f in dataclasses.fields(hint)]

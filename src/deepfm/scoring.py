@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from deepfm import atomic
+from deepfm.predict import PREDICT_BATCH_SIZE
 from deepfm.serving import CTRPredictor, ServingError
 
 logger = logging.getLogger(__name__)
 
-BATCH_ROWS = 65_536
 PROBABILITY = "probability"
 
 
@@ -46,7 +46,7 @@ def score_file(
     input_path: Path,
     output_path: Path,
     vocab_dir: Path | None = None,
-    batch_rows: int = BATCH_ROWS,
+    batch_rows: int = PREDICT_BATCH_SIZE,
 ) -> int:
     """Write `input_path`'s rows with their click probabilities to `output_path`.
 

@@ -21,8 +21,8 @@ from deepfm.data.features import RAW_COLUMNS, Vocabulary, encode_lists, field_va
 from deepfm.data.schema import Schema
 from deepfm.errors import UserError
 from deepfm.models.registry import load_model
+from deepfm.predict import PREDICT_BATCH_SIZE, predict_logits
 
-PREDICT_BATCH_SIZE = 65_536
 # What this module needs at serving time besides mlflow and the deepfm package itself.
 SERVING_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pyyaml", "cloudpickle")
 
@@ -125,7 +125,17 @@ class RawFeatureEncoder:
 
 
 class CTRPredictor:
-    """A trained model and its encoder: raw feature rows in, click probabilities out."""
+    """A trained model and its encoder: raw feature rows in, click probabilities out.
+
+    Args:
+        model: the trained model (put in eval mode); it scores on the device it is on.
+        encoder: the raw-feature encoder of the model's schema and vocabularies.
+
+    Example::
+
+        predictor = CTRPredictor.from_files(Path("models/deepfm/seed-42/model.pt"))
+        probabilities = predictor.predict(frame)  # float32, one per row of `frame`
+    """
 
     def __init__(self, model: nn.Module, encoder: RawFeatureEncoder) -> None:
         self.model = model.eval()
@@ -156,12 +166,13 @@ class CTRPredictor:
         encoder = RawFeatureEncoder(saved.schema, vocabs, saved.config.feature.zip_prefix_len)
         return cls(saved.model, encoder)
 
-    @torch.inference_mode()
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """float32 probabilities, one per row, scored `PREDICT_BATCH_SIZE` rows at a time."""
-        probabilities = np.empty(len(frame), dtype=np.float32)
-        for start in range(0, len(frame), PREDICT_BATCH_SIZE):
-            stop = start + PREDICT_BATCH_SIZE
-            logits = self.model(self.encoder.encode(frame.iloc[start:stop]))
-            probabilities[start:stop] = torch.sigmoid(logits).numpy()
-        return probabilities
+    def predict(self, frame: pd.DataFrame, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """float32 probabilities, one per row, encoded and scored `batch_size` rows at a time."""
+        device = next(self.model.parameters()).device
+
+        def features_of(rows: slice) -> Batch:
+            encoded = self.encoder.encode(frame.iloc[rows])
+            return {name: column.to(device) for name, column in encoded.items()}
+
+        logits = predict_logits(self.model, len(frame), features_of, device, batch_size)
+        return torch.sigmoid(logits).cpu().numpy()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deepfm.stage import run_stage
+from deepfm.cli import run_stage
 from faults.processes import run_stage as run_stage_command
 
 # fault -> (params: a mapping, or YAML text as written; a part of the one-line message)

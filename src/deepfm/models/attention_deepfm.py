@@ -10,7 +10,7 @@ from deepfm.data.schema import Schema
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.attention import MultiHeadSelfAttention
 from deepfm.models.layers.embedding import EmbeddingViews
-from deepfm.models.layers.fm import FMInteraction
+from deepfm.models.layers.fm_interaction import FMInteraction
 from deepfm.models.layers.mlp import MLP
 
 

@@ -7,7 +7,7 @@ from torch import Tensor
 from deepfm.data.schema import Schema
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.embedding import EmbeddingViews
-from deepfm.models.layers.fm import FMInteraction
+from deepfm.models.layers.fm_interaction import FMInteraction
 
 
 class FM(CTRModel):

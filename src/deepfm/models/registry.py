@@ -53,14 +53,27 @@ class ModelFileError(UserError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class SavedModel:
-    """What `models/<name>/model.pt` holds, rebuilt: the model and what it was built from."""
+    """What `models/<name>/model.pt` holds, rebuilt: the model and what it was built from.
+
+    Args:
+        name: the model name (`params.yaml`'s spelling).
+        model: the rebuilt model, in eval mode.
+        schema, config: what it was built from.
+        seed: the training seed (`train --seed`).
+        data_fingerprint: of the prepared data it was trained on.
+
+    Example::
+
+        saved = load_model(Path("models/deepfm/seed-42/model.pt"))
+        logits = saved.model(batch)
+    """
 
     name: str
     model: nn.Module
     schema: Schema
     config: ExperimentConfig
-    seed: int | None = None  # the training seed (`train --seed`)
-    data_fingerprint: str = ""  # of the prepared data it was trained on
+    seed: int | None = None
+    data_fingerprint: str = ""
 
 
 def save_model(

@@ -18,7 +18,7 @@ class WideDeep(CTRModel):
     The wide part is the linear model over the one-hot fields: the bias and the first-order
     weights. The paper also feeds hand-made cross-product columns to it; no such columns exist
     here, so the wide part is first order only. The deep part reads the raw field vectors, so
-    the model owns no projections.
+    the model owns no projections. `DNN` is this model with `wide = False`.
 
     Args:
         schema: the input fields.
@@ -32,6 +32,8 @@ class WideDeep(CTRModel):
         logits = model(batch)  # (B,)
     """
 
+    wide = True  # the bias and first-order term
+
     def __init__(
         self,
         schema: Schema,
@@ -39,7 +41,7 @@ class WideDeep(CTRModel):
         hidden_units: Sequence[int] = (256, 128),
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(schema, fm_embed_dim, field_embeddings=False)
+        super().__init__(schema, fm_embed_dim, linear=self.wide, field_embeddings=False)
         self.mlp = MLP(schema.total_embedding_dim, hidden_units, dropout)
 
     def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:

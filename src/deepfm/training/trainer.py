@@ -28,16 +28,11 @@ from deepfm import atomic
 from deepfm.config import TrainConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.errors import UserError
+from deepfm.metrics import log_loss, roc_auc
+from deepfm.predict import autocast, dataset_logits
 from deepfm.training import distributed
-from deepfm.training.metrics import log_loss, roc_auc
 
 logger = logging.getLogger(__name__)
-
-PREDICT_BATCH_SIZE = 65_536
-
-
-class DeviceError(UserError, ValueError):
-    """A `train.device` this machine does not have."""
 
 
 class DivergedError(UserError, ArithmeticError):
@@ -46,6 +41,20 @@ class DivergedError(UserError, ArithmeticError):
 
 @dataclass(frozen=True)
 class EpochRecord:
+    """One epoch of training, as `history.csv` holds it.
+
+    Args:
+        epoch: 1-based epoch number.
+        train_loss: mean training loss over the epoch's rows.
+        val_auc: validation AUC after the epoch.
+        val_logloss: validation logloss after the epoch.
+        seconds: wall time of the epoch, validation included.
+
+    Example::
+
+        record = EpochRecord(epoch=1, train_loss=0.58, val_auc=0.77, val_logloss=0.56, seconds=3.2)
+    """
+
     epoch: int
     train_loss: float
     val_auc: float
@@ -55,7 +64,19 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
-    """What `fit` did: the history, the best epoch (whose weights the model now holds)."""
+    """What `fit` did: the history, the best epoch (whose weights the model now holds).
+
+    Args:
+        history: one record per epoch run.
+        best_epoch, best_val_auc, best_val_logloss: the epoch of the best val AUC, its metrics.
+        train_seconds, train_samples: time spent in and rows seen by training steps.
+        device: where training ran.
+
+    Example::
+
+        result = trainer.fit(train_ds, val_ds)
+        result.best_epoch, result.summary()["samples_per_second"]
+    """
 
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
@@ -84,17 +105,6 @@ class TrainResult:
             "samples_per_second": round(self.samples_per_second, 1),
             "device": self.device,
         }
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(
-            "train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'"
-        )
-    return torch.device(name)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
@@ -136,9 +146,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, config)
         # What training steps call: DDP in a process group, else the model itself.
         self.train_model = distributed.wrap(model, device)
-        self.autocast = torch.autocast(
-            device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-        )
+        self.autocast = autocast(device)
 
     def fit(
         self,
@@ -272,24 +280,9 @@ class Trainer:
         so that all ranks make the same early-stopping decision."""
         metrics: tuple[float, float] | None = None
         if distributed.rank() == 0:
-            logits = self.predict_logits(val_ds)
+            logits = dataset_logits(self.model, val_ds, self.device)
             metrics = roc_auc(val_ds.labels, logits), log_loss(val_ds.labels, logits)
         return distributed.broadcast(metrics)
-
-    @torch.no_grad()
-    def predict_logits(self, dataset: CTRDataset) -> torch.Tensor:
-        """Logits (N,) for every row of `dataset`, in order, in large batches."""
-        self.model.eval()
-        dataset = dataset.to(self.device)
-        outputs = []
-        for start in range(0, len(dataset), PREDICT_BATCH_SIZE):
-            indices = torch.arange(
-                start, min(start + PREDICT_BATCH_SIZE, len(dataset)), device=self.device
-            )
-            features, _ = dataset.batch(indices)
-            with self.autocast:
-                outputs.append(self.model(features).float())
-        return torch.cat(outputs)
 
     def _load_checkpoint(self, path: Path, run_key: str) -> dict[str, Any] | None:
         """The state saved at `path` if it is of run `run_key`, else None; rank 0 reads it

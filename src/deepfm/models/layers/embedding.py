@@ -14,7 +14,18 @@ EMBEDDING_INIT_STD = 1e-2
 
 
 class EmbeddingViews(NamedTuple):
-    """What `FeatureEmbedding` returns; a view it was built without is None."""
+    """What `FeatureEmbedding` returns; a view it was built without is None.
+
+    Args:
+        first_order: `(B, 1)`, the sum of the fields' first-order weights.
+        field_embeddings: `(B, F, fm_embed_dim)`, one projected vector per field.
+        flat_embeddings: `(B, total_embedding_dim)`, the raw vectors concatenated.
+
+    Example::
+
+        views = FeatureEmbedding(schema)(batch)
+        views.flat_embeddings.shape  # (B, schema.total_embedding_dim)
+    """
 
     first_order: Tensor | None  # (B, 1)
     field_embeddings: Tensor | None  # (B, F, fm_embed_dim)

@@ -1,19 +1,15 @@
-"""Test-set evaluation on whole score vectors: accuracy, calibration, ROC and PR curves;
-and the fingerprint that ties a model to the prepared data it was trained on.
+"""Binary classification metrics on whole score vectors (torch, any device).
 
-Every metric function takes 0/1 `labels` (N,) and scores or probabilities (N,) as tensors and
-works on whole vectors (no per-row Python). Curves come back as dicts of equal-length
-1-D tensors, ready to write as CSV columns.
+AUC (tie-aware) and logloss, which training validates on; accuracy, calibration, ROC and PR
+curves, which `evaluate` adds on the test split. Every function takes 0/1 `labels` (N,) and
+scores, logits or probabilities (N,) as tensors and works on whole vectors (no per-row
+Python). Curves come back as dicts of equal-length 1-D tensors, ready to write as CSV
+columns.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import torch
-
-from deepfm.data.schema import Schema
 
 Curve = dict[str, torch.Tensor]
 
@@ -113,15 +109,35 @@ def pr_points(labels: torch.Tensor, scores: torch.Tensor, max_points: int | None
     return _downsample(curve, max_points)
 
 
-def prepared_data_fingerprint(processed: Path, schema: Schema) -> str:
-    """SHA-256 of `schema.json` and of each schema field's `vocab/<field>.parquet`.
+def roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
+    """Area under the ROC curve, ties counted half (the Mann-Whitney U statistic).
 
-    A missing vocabulary raises `FileNotFoundError` naming it.
+    Args:
+        labels: (N,) 0/1 values.
+        scores: (N,) any monotone score (logits or probabilities).
     """
-    digest = hashlib.sha256((processed / "schema.json").read_bytes())
-    for name in schema.fields:
-        path = processed / "vocab" / f"{name}.parquet"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: vocabulary of field {name!r} not found; run prepare")
-        digest.update(name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    labels = labels.double().flatten()
+    scores = scores.double().flatten()
+    positives = labels.sum()
+    negatives = labels.numel() - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError("AUC needs both positive and negative labels")
+    sorted_scores, order = torch.sort(scores)
+    # Average rank (1-based) of each group of tied scores.
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
+    group_end = torch.cumsum(counts, 0).double()
+    group_rank = group_end - (counts.double() - 1) / 2
+    ranks = group_rank[inverse]
+    positive_rank_sum = (ranks * labels[order]).sum()
+    return float((positive_rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def log_loss(labels: torch.Tensor, logits: torch.Tensor) -> float:
+    """Mean binary cross-entropy of the sigmoid of `logits`, computed stably from logits."""
+    return float(
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            logits.double().flatten(), labels.double().flatten()
+        )
+    )
