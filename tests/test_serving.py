@@ -24,7 +24,7 @@ from deepfm.data.features import Vocabulary
 from deepfm.data.fields import FIELD_DEFS
 from deepfm.data.prepare import load_vocabularies, prepare, raw_feature_frame, split_rows
 from deepfm.data.raw import read_raw
-from deepfm.data.schema import FeatureType, FieldSpec, Schema
+from deepfm.data.schema import FieldSpec, Schema
 from deepfm.models.registry import build_model
 from deepfm.serving import CTRPredictor, RawFeatureEncoder
 from deepfm.tracking import RunTracker

@@ -130,6 +130,8 @@ def _sorted_by_max_vocab(rules: tuple[DimRule, ...]) -> tuple[DimRule, ...]:
 
 
 DimRules = Annotated[tuple[DimRule, ...], AfterValidator(_sorted_by_max_vocab)]
+
+
 def _defined_field(name: Any) -> str:
     """A name in `FIELD_DEFS` (read at validation time, so a field added there is accepted)."""
     if not isinstance(name, str) or name not in FIELD_DEFS:

@@ -18,7 +18,7 @@ from torch import nn
 
 from deepfm.config import FeatureConfig
 from deepfm.data.dataset import Batch
-from deepfm.data.features import Vocabulary, encode_lists, list_parts
+from deepfm.data.features import Vocabulary, encode_lists, list_parts, text_lists
 from deepfm.data.fields import FIELD_DEFS, FieldDef
 from deepfm.data.schema import FeatureType, Schema
 from deepfm.errors import UserError
@@ -51,7 +51,9 @@ class RawFeatureEncoder:
         batch = encoder.encode(frame)  # {"user_id": (B,) int64, ..., "genres": (B, 6) int64}
     """
 
-    def __init__(self, schema: Schema, vocabs: dict[str, Vocabulary], feature: FeatureConfig) -> None:
+    def __init__(
+        self, schema: Schema, vocabs: dict[str, Vocabulary], feature: FeatureConfig
+    ) -> None:
         missing = [name for name in schema.fields if name not in vocabs]
         if missing:
             raise ServingError(f"no vocabulary for schema field(s) {missing}")
@@ -117,13 +119,13 @@ class RawFeatureEncoder:
                 )
 
     def _lists(self, field: FieldDef, frame: pd.DataFrame) -> pa.ListArray:
-        """A sequence field's values; raw text instead of lists is an error naming the column."""
-        column = frame[field.raw_column]
+        """A sequence field's values; text instead of lists is an error naming the column."""
+        values = field.values(frame[field.raw_column], self.feature)
         expected = f"column {field.raw_column!r} must hold lists of {field.raw_description}"
-        if pd.api.types.infer_dtype(column, skipna=True) == "string":
-            raise ServingError(f"{expected}, not text (e.g. {column.dropna().iloc[0]!r})")
+        if pd.api.types.infer_dtype(values, skipna=True) == "string":
+            raise ServingError(f"{expected}, not text (e.g. {values.dropna().iloc[0]!r})")
         try:
-            return field.compute(frame, self.feature)
+            return text_lists(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
             raise ServingError(f"{expected}: {err}") from err
 

@@ -122,6 +122,12 @@ def encode_lists(
     return matrix
 
 
+def text_lists(values: pd.Series) -> pa.ListArray:
+    """A column of lists of text (None for none) as an Arrow list array; anything else is
+    an Arrow error."""
+    return pa.array(values, type=pa.list_(pa.string()))
+
+
 def list_parts(lists: pa.ListArray) -> tuple[np.ndarray, pd.Series]:
     """Offsets (from 0) and flat values of a list array, as `encode_lists` takes them;
     a null list is empty."""

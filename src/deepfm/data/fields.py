@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from deepfm.data.features import age_bucket, release_decade, zip_prefix
+from deepfm.data.features import age_bucket, release_decade, text_lists, zip_prefix
 from deepfm.data.schema import FeatureType
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class FieldDef:
             indices, 0-padded, mean-pooled).
         raw_kind: for a sparse field, what a served raw column must hold (see `RawKind`).
         max_len: for a sequence field, its length from the feature config.
-        raw_description: for a sequence field, what its raw lists hold, for error messages.
+        raw_description: for a sequence field, what its lists hold, for error messages.
 
     Example::
 
@@ -98,9 +98,7 @@ class FieldDef:
     def compute(self, raw: pd.DataFrame, feature: FeatureConfig) -> pd.Series | pa.ListArray:
         """The field's values from `raw[raw_column]`: a Series, or lists as an Arrow array."""
         values = self.values(raw[self.raw_column], feature)
-        if self.kind is FeatureType.SEQUENCE:
-            return pa.array(values, type=pa.list_(pa.string()))
-        return values
+        return text_lists(values) if self.kind is FeatureType.SEQUENCE else values
 
 
 FIELD_DEFS: dict[str, FieldDef] = {
