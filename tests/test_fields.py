@@ -168,8 +168,10 @@ def test_release_decade_on_ml100k_through_training_and_the_pyfunc(
     raw = read_raw(decade_workspace / "data/raw/ml-100k")
     frame = raw_feature_frame(raw, np.arange(8), list(schema.fields))
     assert frame["year"].notna().all()
-    mlflow.set_tracking_uri(uri)
-    pyfunc = mlflow.pyfunc.load_model("models:/deepfm-ml-100k@champion")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    champion = client.get_model_version_by_alias("deepfm-ml-100k", "champion")
+    logged = client.get_logged_model(champion.source.removeprefix("models:/"))
+    pyfunc = mlflow.pyfunc.load_model(logged.artifact_location)  # no process-wide URI is set
     assert "year" in pyfunc.metadata.get_input_schema().input_names()
     served = np.asarray(pyfunc.predict(frame))
     np.testing.assert_allclose(served, predictor.predict(frame), rtol=1e-6)
