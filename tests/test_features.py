@@ -4,16 +4,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from deepfm.config import FeatureConfig
 from deepfm.data.features import (
     AGE_LABELS,
     Vocabulary,
     age_bucket,
     encode_lists,
-    field_values,
+    list_parts,
     release_decade,
     title_year,
     zip_prefix,
 )
+from deepfm.data.fields import FIELD_DEFS
 
 
 def test_vocabulary_orders_by_count_then_value_and_reserves_zero():
@@ -111,7 +113,26 @@ def test_field_values_from_raw_columns():
         }
     )
 
-    assert field_values("age", raw, 3).tolist() == ["25-34", np.nan, "under 18"]
-    assert field_values("zip_prefix", raw, 3).tolist() == ["T8H", pd.NA, "021"]
-    assert field_values("release_decade", raw, 3).tolist() == ["1990s", pd.NA, "2010s"]
-    assert field_values("gender", raw, 3).equals(raw["gender"])  # ids and names pass through
+    feature = FeatureConfig(zip_prefix_len=3)
+
+    def values(name: str) -> list:
+        return FIELD_DEFS[name].compute(raw, feature).tolist()
+
+    assert values("age") == ["25-34", np.nan, "under 18"]
+    assert values("zip_prefix") == ["T8H", pd.NA, "021"]
+    assert values("release_decade") == ["1990s", pd.NA, "2010s"]
+    assert FIELD_DEFS["gender"].compute(raw, feature).equals(raw["gender"])  # names pass through
+    assert FIELD_DEFS["zip_prefix"].compute(raw, FeatureConfig(zip_prefix_len=2)).tolist() == [
+        "T8",
+        pd.NA,
+        "02",
+    ]
+
+
+def test_list_parts_of_a_slice_and_of_null_lists():
+    lists = pa.array([["a"], None, ["b", "c"], [], ["d"]], type=pa.list_(pa.string()))[1:4]
+
+    offsets, flat_values = list_parts(lists)
+
+    assert offsets.tolist() == [0, 0, 2, 2]
+    assert flat_values.tolist() == ["b", "c"]

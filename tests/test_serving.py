@@ -21,9 +21,10 @@ from deepfm import serving
 from deepfm.config import SEED_FIELDS, DataConfig, ExperimentConfig, FeatureConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.features import Vocabulary
+from deepfm.data.fields import FIELD_DEFS
 from deepfm.data.prepare import load_vocabularies, prepare, raw_feature_frame, split_rows
 from deepfm.data.raw import read_raw
-from deepfm.data.schema import FeatureType, FieldSpec, Schema
+from deepfm.data.schema import FieldSpec, Schema
 from deepfm.models.registry import build_model
 from deepfm.serving import CTRPredictor, RawFeatureEncoder
 from deepfm.tracking import RunTracker
@@ -38,7 +39,7 @@ TRAIN_VALUES = {
     "zip_prefix": ["554", "554", "100"],
     "genres": ["Drama", "Drama", "Drama", "Comedy", "Comedy", "Action"],
 }
-GENRES_MAX_LEN = 3
+FEATURE = FeatureConfig(genres_max_len=3)
 
 
 def raw_frame() -> pd.DataFrame:
@@ -78,13 +79,9 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> SavedModel:
     for name, vocab in vocabs.items():
         pq.write_table(vocab.to_arrow(), vocab_dir / f"{name}.parquet")
     specs = [
-        FieldSpec(name, FeatureType.SPARSE, vocab.size, 4)
+        FieldSpec(name, FIELD_DEFS[name].kind, vocab.size, 4, FIELD_DEFS[name].length(FEATURE))
         for name, vocab in vocabs.items()
-        if name != "genres"
     ]
-    specs.append(
-        FieldSpec("genres", FeatureType.SEQUENCE, vocabs["genres"].size, 4, GENRES_MAX_LEN)
-    )
     schema = Schema.of(specs)
     config = ExperimentConfig()
     torch.manual_seed(0)
@@ -102,7 +99,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> SavedModel:
         },
         model_pt,
     )
-    encoder = RawFeatureEncoder(schema, vocabs, config.feature.zip_prefix_len)
+    encoder = RawFeatureEncoder(schema, vocabs, config.feature)
     return SavedModel(model_pt, vocab_dir, model.eval(), encoder)
 
 
@@ -157,7 +154,7 @@ def test_encoder_reproduces_prepared_splits(raw_config: DataConfig) -> None:
     schema = prepare(raw_config, feature)
     raw = read_raw(raw_config.raw_path)
     vocabs = load_vocabularies(raw_config.processed_path, schema)
-    encoder = RawFeatureEncoder(schema, vocabs, feature.zip_prefix_len)
+    encoder = RawFeatureEncoder(schema, vocabs, feature)
     rows = split_rows(raw.ratings.column("timestamp").to_numpy(), raw_config)
 
     for split in ("train", "test"):

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -30,17 +31,14 @@ from pydantic import (
     model_validator,
 )
 from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
+from deepfm.data.fields import FIELD_DEFS
 from deepfm.params_file import ConfigError, describe_error, read_params_file
 
 Dataset = Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
-# Model fields prepare can build: ids, user demographics (ml-100k and ml-1m only), the
-# movie's genres (a sequence field) and the decade of the year in its title.
-FieldName = Literal[
-    "user_id", "movie_id", "gender", "age", "occupation", "zip_prefix", "genres", "release_decade"
-]
-FIELDS: tuple[str, ...] = typing.get_args(FieldName)
+# Each release's default model fields; `deepfm.data.fields.FIELD_DEFS` defines every field.
 SEED_FIELDS = ("user_id", "movie_id", "gender", "age", "occupation", "zip_prefix", "genres")
 CSV_RELEASE_FIELDS = ("user_id", "movie_id", "genres", "release_decade")
 
@@ -126,6 +124,20 @@ def _sorted_by_max_vocab(rules: tuple[DimRule, ...]) -> tuple[DimRule, ...]:
 
 
 DimRules = Annotated[tuple[DimRule, ...], AfterValidator(_sorted_by_max_vocab)]
+
+
+def _defined_field(name: Any) -> str:
+    """A name in `FIELD_DEFS` (read at validation time, so a field added there is accepted)."""
+    if not isinstance(name, str) or name not in FIELD_DEFS:
+        names = [repr(known) for known in FIELD_DEFS]
+        expected = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+    return name
+
+
+FieldName = Annotated[str, BeforeValidator(_defined_field)]
 FieldList = Annotated[tuple[FieldName, ...], Field(min_length=1), Distinct]
 
 

@@ -1,7 +1,7 @@
 """Serving on raw features: encode them as `prepare` did, then score with a trained model.
 
-`CTRPredictor` takes a DataFrame of raw columns (one per model field, named by
-`deepfm.data.features.RAW_COLUMNS`) and returns click probabilities;
+`CTRPredictor` takes a DataFrame of raw columns (one per model field, named by its
+`deepfm.data.fields.FieldDef.raw_column`) and returns click probabilities;
 `deepfm.tracking.CTRPyfunc` wraps it as the MLflow model of each run.
 """
 
@@ -16,9 +16,11 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from deepfm.config import FeatureConfig
 from deepfm.data.dataset import Batch
-from deepfm.data.features import RAW_COLUMNS, Vocabulary, encode_lists, field_values
-from deepfm.data.schema import Schema
+from deepfm.data.features import Vocabulary, encode_lists, list_parts, text_lists
+from deepfm.data.fields import FIELD_DEFS, FieldDef
+from deepfm.data.schema import FeatureType, Schema
 from deepfm.errors import UserError
 from deepfm.models.registry import load_model
 from deepfm.predict import PREDICT_BATCH_SIZE, predict_logits
@@ -34,35 +36,44 @@ class ServingError(UserError, ValueError):
 class RawFeatureEncoder:
     """Raw columns -> the index tensors a model takes, with the prepare-time transforms.
 
-    Values not in a field's vocabulary, and missing values, map to 0 (OOV); rows are
-    never dropped.
+    Each schema field is computed from its `FieldDef.raw_column` by its `FieldDef.values`,
+    as `prepare` did. Values not in a field's vocabulary, and missing values, map to 0
+    (OOV); rows are never dropped.
 
     Args:
-        schema: the model's fields (their order and `genres.max_len`).
+        schema: the model's fields (their order, kinds and sequence lengths).
         vocabs: one fitted vocabulary per schema field.
-        zip_prefix_len: characters of the zip code kept, as in `feature.zip_prefix_len`.
+        feature: the feature config the model was prepared with (e.g. `zip_prefix_len`).
 
     Example::
 
-        encoder = RawFeatureEncoder(schema, vocabs, zip_prefix_len=3)
+        encoder = RawFeatureEncoder(schema, vocabs, config.feature)
         batch = encoder.encode(frame)  # {"user_id": (B,) int64, ..., "genres": (B, 6) int64}
     """
 
-    def __init__(self, schema: Schema, vocabs: dict[str, Vocabulary], zip_prefix_len: int) -> None:
+    def __init__(
+        self, schema: Schema, vocabs: dict[str, Vocabulary], feature: FeatureConfig
+    ) -> None:
         missing = [name for name in schema.fields if name not in vocabs]
         if missing:
             raise ServingError(f"no vocabulary for schema field(s) {missing}")
+        unknown = [name for name in schema.fields if name not in FIELD_DEFS]
+        if unknown:
+            raise ServingError(
+                f"schema field(s) {unknown} have no definition; known fields: {list(FIELD_DEFS)}"
+            )
         self.schema = schema
         self.vocabs = vocabs
-        self.zip_prefix_len = zip_prefix_len
+        self.feature = feature
+        self.fields = [FIELD_DEFS[name] for name in schema.fields]
 
     @property
     def required_columns(self) -> tuple[str, ...]:
         """The raw columns every input frame must have: one per schema field."""
-        return tuple(RAW_COLUMNS[name] for name in self.schema.fields)
+        return tuple(field.raw_column for field in self.fields)
 
     def encode(self, frame: pd.DataFrame) -> Batch:
-        """One int64 tensor per schema field: `(B,)`, or `(B, max_len)` for genres."""
+        """One int64 tensor per schema field: `(B,)`, or `(B, max_len)` for a sequence."""
         required = self.required_columns
         missing = [column for column in required if column not in frame.columns]
         if missing:
@@ -71,33 +82,30 @@ class RawFeatureEncoder:
             )
         self._check_kinds(frame)
         batch = {}
-        for name, spec in self.schema.fields.items():
-            if name == "genres":
-                indices = self._encode_genres(frame["genres"], spec.max_len)
+        for field, spec in zip(self.fields, self.schema.fields.values(), strict=True):
+            vocab = self.vocabs[field.name]
+            if field.kind is FeatureType.SEQUENCE:
+                offsets, flat_values = list_parts(self._lists(field, frame))
+                indices = encode_lists(offsets, flat_values, vocab, spec.max_len)
             else:
-                values = field_values(name, frame, self.zip_prefix_len)
-                indices = self.vocabs[name].encode(values)
-            batch[name] = torch.from_numpy(indices.astype(np.int64))
+                indices = vocab.encode(field.compute(frame, self.feature))
+            batch[field.name] = torch.from_numpy(indices.astype(np.int64))
         return batch
 
     def _check_kinds(self, frame: pd.DataFrame) -> None:
-        """Numbers where the vocabulary holds numbers, text where it holds text.
+        """Numbers where the field takes numbers, text or numbers as its vocabulary holds.
 
         A wrong kind would silently turn every value into OOV, so it is an error;
         an all-null column is fine (all OOV, as documented).
         """
-        numeric = {"age": "age", "release_decade": "year"}
-        expected = {
-            column: "numbers" for name, column in numeric.items() if name in self.vocabs
-        } | {
-            column: "numbers"
-            if pd.api.types.is_numeric_dtype(self.vocabs[column].values)
-            else "text"
-            for column in ("user_id", "movie_id", "gender", "occupation")
-            if column in self.vocabs
-        }
-        for column, kind in expected.items():
-            values = frame[column]
+        for field in self.fields:
+            if field.kind is not FeatureType.SPARSE or field.raw_kind == "any":
+                continue
+            kind = "numbers"
+            vocab_values = self.vocabs[field.name].values
+            if field.raw_kind == "vocabulary" and not pd.api.types.is_numeric_dtype(vocab_values):
+                kind = "text"
+            values = frame[field.raw_column]
             if values.isna().all():
                 continue
             # By the values present: an object column of text and None/NaN holds text.
@@ -106,22 +114,20 @@ class RawFeatureEncoder:
             is_number = found in ("integer", "floating", "mixed-integer-float")
             if (kind == "numbers" and not is_number) or (kind == "text" and not is_text):
                 raise ServingError(
-                    f"column {column!r} must hold {kind}, not {values.dtype} values "
+                    f"column {field.raw_column!r} must hold {kind}, not {values.dtype} values "
                     f"(e.g. {values.dropna().iloc[0]!r})"
                 )
 
-    def _encode_genres(self, genres: pd.Series, max_len: int) -> np.ndarray:
-        if pd.api.types.infer_dtype(genres, skipna=True) == "string":
-            raise ServingError(
-                "column 'genres' must hold lists of genre names such as ['Action', 'Drama'], "
-                f"not text (e.g. {genres.dropna().iloc[0]!r})"
-            )
+    def _lists(self, field: FieldDef, frame: pd.DataFrame) -> pa.ListArray:
+        """A sequence field's values; text instead of lists is an error naming the column."""
+        values = field.values(frame[field.raw_column], self.feature)
+        expected = f"column {field.raw_column!r} must hold lists of {field.raw_description}"
+        if pd.api.types.infer_dtype(values, skipna=True) == "string":
+            raise ServingError(f"{expected}, not text (e.g. {values.dropna().iloc[0]!r})")
         try:
-            lists = pa.array(genres, type=pa.list_(pa.string()))
+            return text_lists(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
-            raise ServingError(f"column 'genres' must hold lists of genre names: {err}") from err
-        values = pd.Series(lists.flatten().to_numpy(zero_copy_only=False))
-        return encode_lists(lists.offsets.to_numpy(), values, self.vocabs["genres"], max_len)
+            raise ServingError(f"{expected}: {err}") from err
 
 
 class CTRPredictor:
@@ -163,7 +169,7 @@ class CTRPredictor:
                     f"{spec.vocabulary_size} for {name!r}: the vocabularies are from another "
                     "prepare run than the model"
                 )
-        encoder = RawFeatureEncoder(saved.schema, vocabs, saved.config.feature.zip_prefix_len)
+        encoder = RawFeatureEncoder(saved.schema, vocabs, saved.config.feature)
         return cls(saved.model, encoder)
 
     def predict(self, frame: pd.DataFrame, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:

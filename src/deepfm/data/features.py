@@ -1,8 +1,8 @@
 """Feature transforms: raw columns -> field values, and vocabularies (value -> index).
 
-`field_values` is the one definition of each field, shared by `prepare` (on the
-users and movies tables) and serving (on raw request rows). All functions work on
-whole columns (numpy / pandas), never a Python loop per row.
+The fields themselves (which transform makes which field from which raw column) are
+declared in `deepfm.data.fields`. All functions work on whole columns (numpy / pandas /
+Arrow), never a Python loop per row.
 """
 
 from __future__ import annotations
@@ -20,17 +20,6 @@ AGE_BOUNDS = (18, 25, 35, 45, 50, 56)
 AGE_LABELS = ("under 18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
 MAX_AGE = 120  # years; an age outside 0..MAX_AGE is an error in the data, scored as OOV
 
-# The raw column each model field is computed from: what a served model takes.
-RAW_COLUMNS = {
-    "user_id": "user_id",
-    "movie_id": "movie_id",
-    "gender": "gender",
-    "age": "age",
-    "occupation": "occupation",
-    "zip_prefix": "zip_code",
-    "genres": "genres",
-    "release_decade": "year",
-}
 # "Toy Story (1995)"; a range such as "(2007-2013)" or "(2007-)" gives its first year.
 YEAR_IN_TITLE = r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$"
 
@@ -59,19 +48,6 @@ def release_decade(years: pd.Series) -> pd.Series:
     """'1990s' for 1990..1999; a missing or non-numeric year stays missing."""
     decades = (pd.to_numeric(years, errors="coerce") // 10 * 10).astype("Int64")
     return decades.astype("string") + "s"
-
-
-def field_values(name: str, raw: pd.DataFrame, zip_prefix_len: int) -> pd.Series:
-    """Values of sparse field `name` from `raw`, which has the column `RAW_COLUMNS[name]`."""
-    column = raw[RAW_COLUMNS[name]]
-    if name == "age":
-        ages = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        return pd.Series(age_bucket(ages), index=column.index)
-    if name == "zip_prefix":
-        return zip_prefix(column.astype("string"), zip_prefix_len)
-    if name == "release_decade":
-        return release_decade(column)
-    return column
 
 
 @dataclass(frozen=True)
@@ -144,3 +120,17 @@ def encode_lists(
     matrix = np.zeros((rows, max_len), dtype=np.int32)
     matrix[row_of_item[keep], position[keep]] = flat_indices[keep]
     return matrix
+
+
+def text_lists(values: pd.Series) -> pa.ListArray:
+    """A column of lists of text (None for none) as an Arrow list array; anything else is
+    an Arrow error."""
+    return pa.array(values, type=pa.list_(pa.string()))
+
+
+def list_parts(lists: pa.ListArray) -> tuple[np.ndarray, pd.Series]:
+    """Offsets (from 0) and flat values of a list array, as `encode_lists` takes them;
+    a null list is empty."""
+    offsets = lists.offsets.to_numpy()
+    flat = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+    return offsets - offsets[0], pd.Series(flat.to_numpy(zero_copy_only=False))

@@ -1,15 +1,15 @@
 """The `prepare` step: canonical raw tables -> split, encoded Parquet, vocabularies, schema.
 
-The model fields are `feature.fields[data.dataset]`. Each is a property of the
-rating's user (`USER_FIELDS`) or of its movie (the others), so its values are
-computed once per user or movie (`deepfm.data.features.field_values`), and every
+The model fields are `feature.fields[data.dataset]`, each defined in
+`deepfm.data.fields.FIELD_DEFS`. Each is a property of the rating's user or of its
+movie (its `source`), so its values are computed once per user or movie, and every
 rating points at its user's and its movie's row: vocabulary counts are weighted
 counts over those rows and encoded columns are gathers, never a loop per rating.
 
 Output folder (`data/processed/<dataset>/`), written whole or not at all:
 - `train.parquet`, `val.parquet`, `test.parquet`: one int32 index column per field
-  (`genres` a fixed-size list of `max_len` int32, 0-padded), `label` (int8), and
-  the raw `rating` and `timestamp` for analysis.
+  (a sequence field such as `genres` a fixed-size list of `max_len` int32, 0-padded),
+  `label` (int8), and the raw `rating` and `timestamp` for analysis.
 - `vocab/<field>.parquet`: `index, value, count`; index 0 is OOV (value null).
 - `schema.json`: the fields, their vocabulary sizes and embedding widths.
 """
@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 
 from deepfm import atomic
 from deepfm.config import ConfigError, DataConfig, FeatureConfig
-from deepfm.data.features import RAW_COLUMNS, Vocabulary, encode_lists, field_values, title_year
+from deepfm.data.features import Vocabulary, encode_lists, list_parts, title_year
+from deepfm.data.fields import FIELD_DEFS, FieldDef
 from deepfm.data.raw import RawTables, read_raw
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
 from deepfm.errors import UserError
@@ -42,8 +43,6 @@ class PrepareWriteError(UserError, OSError):
     """The prepared data could not be written (disk full, no permission); names the folder."""
 
 
-SEQUENCE_FIELD = "genres"
-USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_prefix")
 PARQUET_OPTIONS = {"compression": "zstd"}
 
 
@@ -51,35 +50,29 @@ PARQUET_OPTIONS = {"compression": "zstd"}
 class RatingFeatures:
     """Field values once per user or movie, and each rating's user and movie row."""
 
-    fields: tuple[str, ...]  # schema order
-    values: dict[str, pd.Series]  # sparse field -> one value per user or per movie
-    movie_genres: pa.ListArray  # one list of genre names per movie
+    fields: tuple[FieldDef, ...]  # schema order
+    values: dict[str, pd.Series | pa.ListArray]  # field -> one value (or list) per user or movie
     user_rows: np.ndarray  # (ratings,) row of the rating's user in raw.users
     item_rows: np.ndarray  # (ratings,) row of the rating's movie in raw.items
     label: np.ndarray  # int8
     rating: np.ndarray
     timestamp: np.ndarray
 
-    def rows_of(self, name: str) -> np.ndarray:
-        """Each rating's row in the table field `name` comes from."""
-        return self.user_rows if name in USER_FIELDS else self.item_rows
+    def rows_of(self, field: FieldDef) -> np.ndarray:
+        """Each rating's row in the table `field` comes from."""
+        return self.user_rows if field.source == "user" else self.item_rows
 
 
 def rating_features(raw: RawTables, data: DataConfig, feature: FeatureConfig) -> RatingFeatures:
     """The fields of `data.dataset`, per user and movie, and where each rating points."""
-    fields = feature.fields_for(data.dataset)
-    users = raw.users.to_pandas()
-    items = item_frame(raw)
+    fields = tuple(FIELD_DEFS[name] for name in feature.fields_for(data.dataset))
+    tables = source_tables(raw)
     values = {}
-    for name in fields:
-        if name == SEQUENCE_FIELD:
-            continue
-        values[name] = field_values(
-            name, users if name in USER_FIELDS else items, feature.zip_prefix_len
-        )
-        if values[name].isna().all():
+    for field in fields:
+        values[field.name] = field.compute(tables[field.source], feature)
+        if field.kind is FeatureType.SPARSE and values[field.name].isna().all():
             raise ConfigError(
-                f"feature.fields.{data.dataset}: {name!r} has no values in {data.dataset} "
+                f"feature.fields.{data.dataset}: {field.name!r} has no values in {data.dataset} "
                 f"(the ml-20m, ml-25m and ml-latest-small releases have no user demographics)"
             )
     ratings = raw.ratings
@@ -87,22 +80,30 @@ def rating_features(raw: RawTables, data: DataConfig, feature: FeatureConfig) ->
     return RatingFeatures(
         fields=fields,
         values=values,
-        movie_genres=raw.items.column("genres").combine_chunks(),
         # users and items are sorted by id and hold every id that ratings uses
-        user_rows=np.searchsorted(users["user_id"], ratings.column("user_id").to_numpy()),
-        item_rows=np.searchsorted(items["movie_id"], ratings.column("movie_id").to_numpy()),
+        user_rows=np.searchsorted(tables["user"]["user_id"], ratings.column("user_id").to_numpy()),
+        item_rows=np.searchsorted(
+            tables["item"]["movie_id"], ratings.column("movie_id").to_numpy()
+        ),
         label=(rating >= data.label_threshold).astype(np.int8),
         rating=rating,
         timestamp=ratings.column("timestamp").to_numpy(),
     )
 
 
-def item_frame(raw: RawTables) -> pd.DataFrame:
-    """The movies as raw feature columns: movie_id and year (from the title)."""
-    movie_ids = raw.items.column("movie_id").to_numpy()
-    return pd.DataFrame(
-        {"movie_id": movie_ids, "year": title_year(raw.items.column("title").to_pandas())}
+def source_tables(raw: RawTables) -> dict[str, pd.DataFrame]:
+    """The raw columns fields are computed from, by `FieldDef.source`: the users table,
+    and the movies table (lists as Python lists) with `year` from the title."""
+    items = pd.DataFrame(
+        {
+            name: pd.Series(column.to_pylist())
+            if pa.types.is_list(column.type)
+            else column.to_pandas()
+            for name, column in zip(raw.items.column_names, raw.items.columns, strict=True)
+        }
     )
+    items["year"] = title_year(items["title"])
+    return {"user": raw.users.to_pandas(), "item": items}
 
 
 def split_rows(timestamps: np.ndarray, data: DataConfig) -> dict[str, np.ndarray]:
@@ -140,37 +141,30 @@ def check_splits(rows_by_split: dict[str, np.ndarray], label: np.ndarray, data: 
 def fit_vocabularies(
     features: RatingFeatures, train_rows: np.ndarray, feature: FeatureConfig
 ) -> dict[str, Vocabulary]:
-    """One vocabulary per field (schema order), fitted on the training split only."""
+    """One vocabulary per field (schema order), fitted on the training split only.
+
+    A value's count is the number of training ratings whose user or movie has it.
+    """
     vocabs = {}
-    for name in features.fields:
-        if name == SEQUENCE_FIELD:
-            genres = features.movie_genres
-            train_counts = np.bincount(features.item_rows[train_rows], minlength=len(genres))
-            vocabs[name] = Vocabulary.from_counts(
-                pd.Series(genres.values.to_numpy(zero_copy_only=False)),
-                np.repeat(train_counts, np.diff(genres.offsets.to_numpy())),
-                feature.min_count,
-            )
-        else:
-            values = features.values[name]
-            train_counts = np.bincount(features.rows_of(name)[train_rows], minlength=len(values))
-            vocabs[name] = Vocabulary.from_counts(values, train_counts, feature.min_count)
+    for field in features.fields:
+        values = features.values[field.name]
+        train_counts = np.bincount(features.rows_of(field)[train_rows], minlength=len(values))
+        if field.kind is FeatureType.SEQUENCE:
+            offsets, flat_values = list_parts(values)
+            values, train_counts = flat_values, np.repeat(train_counts, np.diff(offsets))
+        vocabs[field.name] = Vocabulary.from_counts(values, train_counts, feature.min_count)
     return vocabs
 
 
-def build_schema(vocabs: dict[str, Vocabulary], feature: FeatureConfig) -> Schema:
-    """A field per vocabulary, in their order; genres is the sequence field."""
+def build_schema(
+    fields: tuple[FieldDef, ...], vocabs: dict[str, Vocabulary], feature: FeatureConfig
+) -> Schema:
+    """A spec per field, in their order: its kind, vocabulary size, width and length."""
     specs = []
-    for name, vocab in vocabs.items():
-        width = feature.embedding_dim_for(vocab.size)
-        if name == SEQUENCE_FIELD:
-            specs.append(
-                FieldSpec(
-                    name, FeatureType.SEQUENCE, vocab.size, width, max_len=feature.genres_max_len
-                )
-            )
-        else:
-            specs.append(FieldSpec(name, FeatureType.SPARSE, vocab.size, width))
+    for field in fields:
+        size = vocabs[field.name].size
+        width = feature.embedding_dim_for(size)
+        specs.append(FieldSpec(field.name, field.kind, size, width, field.length(feature)))
     return Schema.of(specs)
 
 
@@ -182,26 +176,30 @@ def encode_split(
 ) -> pa.Table:
     """The split's rows: one index column per field, then label, rating and timestamp."""
     columns: dict[str, pa.Array] = {}
-    for name in features.fields:
-        if name == SEQUENCE_FIELD:
-            genres = features.movie_genres
-            per_movie = encode_lists(
-                genres.offsets.to_numpy(),
-                pd.Series(genres.values.to_numpy(zero_copy_only=False)),
-                vocabs[name],
-                feature.genres_max_len,
-            )
-            matrix = per_movie[features.item_rows[rows]]  # (rows, max_len)
-            columns[name] = pa.FixedSizeListArray.from_arrays(
-                pa.array(matrix.reshape(-1)), feature.genres_max_len
+    for field in features.fields:
+        # one index (or row of max_len indices) per user or movie, gathered per rating
+        indices = encode_values(field, features.values[field.name], vocabs[field.name], feature)
+        gathered = indices[features.rows_of(field)[rows]]
+        if field.kind is FeatureType.SEQUENCE:
+            columns[field.name] = pa.FixedSizeListArray.from_arrays(
+                pa.array(gathered.reshape(-1)), field.length(feature)
             )
         else:
-            indices = vocabs[name].encode(features.values[name])  # one per user or movie
-            columns[name] = pa.array(indices[features.rows_of(name)[rows]])
+            columns[field.name] = pa.array(gathered)
     columns["label"] = pa.array(features.label[rows])
     columns["rating"] = pa.array(features.rating[rows])
     columns["timestamp"] = pa.array(features.timestamp[rows])
     return pa.table(columns)
+
+
+def encode_values(
+    field: FieldDef, values: pd.Series | pa.ListArray, vocab: Vocabulary, feature: FeatureConfig
+) -> np.ndarray:
+    """int32 indices of `field.compute`'s values: `(rows,)`, or `(rows, max_len)` for lists."""
+    if field.kind is FeatureType.SEQUENCE:
+        offsets, flat_values = list_parts(values)
+        return encode_lists(offsets, flat_values, vocab, field.length(feature))
+    return vocab.encode(values)
 
 
 def prepare(data: DataConfig, feature: FeatureConfig) -> Schema:
@@ -211,7 +209,7 @@ def prepare(data: DataConfig, feature: FeatureConfig) -> Schema:
     rows_by_split = split_rows(features.timestamp, data)
     check_splits(rows_by_split, features.label, data)
     vocabs = fit_vocabularies(features, rows_by_split["train"], feature)
-    schema = build_schema(vocabs, feature)
+    schema = build_schema(features.fields, vocabs, feature)
 
     try:
         with atomic.replace_dir(data.processed_path) as out:
@@ -251,19 +249,16 @@ def load_vocabularies(processed: Path, schema: Schema) -> dict[str, Vocabulary]:
 def raw_feature_frame(raw: RawTables, rows: np.ndarray, fields: Sequence[str]) -> pd.DataFrame:
     """Ratings `rows` as the raw columns a model on `fields` takes (no label, no encoding).
 
-    One column per field (`RAW_COLUMNS`), in field order; `genres` holds lists.
+    One column per field (its `FieldDef.raw_column`), in field order; lists as Python lists.
     """
-    users = raw.users.to_pandas()
-    items = item_frame(raw)
-    items["genres"] = pd.Series(raw.items.column("genres").to_pylist())
+    tables = source_tables(raw)
     ratings = raw.ratings.select(["user_id", "movie_id"]).take(pa.array(rows)).to_pandas()
-    user_rows = np.searchsorted(users["user_id"], ratings["user_id"])
-    item_rows = np.searchsorted(items["movie_id"], ratings["movie_id"])
+    source_rows = {
+        "user": np.searchsorted(tables["user"]["user_id"], ratings["user_id"]),
+        "item": np.searchsorted(tables["item"]["movie_id"], ratings["movie_id"]),
+    }
     frame = {}
-    for name in fields:
-        column = RAW_COLUMNS[name]
-        if name in USER_FIELDS:
-            frame[column] = users[column].iloc[user_rows].reset_index(drop=True)
-        else:
-            frame[column] = items[column].iloc[item_rows].reset_index(drop=True)
+    for field in (FIELD_DEFS[name] for name in fields):
+        column = tables[field.source][field.raw_column]
+        frame[field.raw_column] = column.iloc[source_rows[field.source]].reset_index(drop=True)
     return pd.DataFrame(frame)
