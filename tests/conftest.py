@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 import yaml
@@ -33,6 +34,17 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_leaks() -> Iterator[None]:
+    """`mlflow.set_tracking_uri` (which the tracking code calls) is process-wide and also sets
+    MLFLOW_TRACKING_URI; undo both after every test so no test talks to another's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(None)
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 def small_data_config(root: Path, **changes) -> DataConfig:

@@ -256,6 +256,10 @@ def test_seed_runs_are_grouped_under_one_parent_reused_next_time(store: str) -> 
     assert client.get_run(parent).info.status == "FINISHED"
     for run_id in run_ids:
         assert client.get_run(run_id).data.tags["mlflow.parentRunId"] == parent
+    # The parent spans its seed runs: the UI's Duration is theirs, first start to last end.
+    seeds = [client.get_run(run_id).info for run_id in run_ids]
+    assert client.get_run(parent).info.start_time == min(info.start_time for info in seeds)
+    assert client.get_run(parent).info.end_time == max(info.end_time for info in seeds)
 
 
 def champion(client: MlflowClient) -> str:

@@ -196,7 +196,7 @@ def block_model_folder(work: Path) -> None:
             {},
             {"tracking": {"experiment_name": ""}},
             None,
-            "cannot be used for experiment '' (tracking.experiment_name): Invalid experiment name",
+            "params.yaml: tracking.experiment_name must not be empty",  # refused with the params
         ),
         (
             {},

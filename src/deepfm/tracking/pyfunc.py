@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +50,21 @@ def log_pyfunc(model_pt: Path, vocab_dir: Path, input_example: pd.DataFrame) -> 
     probabilities the model gives for it.
     """
     predictions = CTRPredictor.from_files(model_pt, vocab_dir).predict(input_example)
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=CTRPyfunc(),
-        artifacts={"model": str(model_pt), "vocab": str(vocab_dir)},
-        input_example=input_example,
-        signature=infer_signature(input_example, predictions),
-        # The package's code travels with the model; its dependencies are pinned here
-        # rather than inferred (slow, and it misses torch and names the unpublished deepfm).
-        code_paths=[str(Path(deepfm.__file__).parent)],
-        pip_requirements=[pinned(package) for package in SERVING_PACKAGES],
-    )
+    with warnings.catch_warnings():
+        # MLflow's hint that integer columns cannot hold nulls: known and documented in the
+        # README (a null id is refused by the signature; `deepfm score` takes it as OOV).
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CTRPyfunc(),
+            artifacts={"model": str(model_pt), "vocab": str(vocab_dir)},
+            input_example=input_example,
+            signature=infer_signature(input_example, predictions),
+            # The package's code travels with the model; its dependencies are pinned here
+            # rather than inferred (slow, and it misses torch and names the unpublished deepfm).
+            code_paths=[str(Path(deepfm.__file__).parent)],
+            pip_requirements=[pinned(package) for package in SERVING_PACKAGES],
+        )
     return info.model_uri
 
 

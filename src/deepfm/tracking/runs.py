@@ -199,11 +199,16 @@ class FinishedRuns:
         parents = {run.data.tags.get(PARENT_TAG) for run in runs}
         parent_id = parents.pop() if len(parents) == 1 else None
         if parent_id is None:
+            # The parent spans its seed runs, so its duration is theirs from first to last.
             parent = self.client.create_run(
-                runs[0].info.experiment_id, run_name=run_name, tags={"seeds": str(len(runs))}
+                runs[0].info.experiment_id,
+                start_time=min(run.info.start_time for run in runs),
+                run_name=run_name,
+                tags={"seeds": str(len(runs))},
             )
             parent_id = parent.info.run_id
-            self.client.set_terminated(parent_id, "FINISHED")
+            end = max(run.info.end_time or run.info.start_time for run in runs)
+            self.client.set_terminated(parent_id, "FINISHED", end_time=end)
             for run_id in run_ids:
                 self.client.set_tag(run_id, PARENT_TAG, parent_id)
         self.add(parent_id, metrics, files)
