@@ -126,7 +126,9 @@ def test_train_stage_stops_with_one_line_on_broken_prepared_data(
     else:
         break_split(project / PROCESSED / broken, "cut off")
 
-    result = run_stage(project, "train", "--model", "fm", "--seed", "42", env=store_env(project / "mlflow.db"))
+    result = run_stage(
+        project, "train", "--model", "fm", "--seed", "42", env=store_env(project / "mlflow.db")
+    )
 
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
