@@ -68,7 +68,21 @@ SplitRatios = Annotated[tuple[StrictFloat, ...], AfterValidator(_check_split_rat
 
 @dataclass(frozen=True, config=SECTION)
 class DataConfig:
-    """Which MovieLens release, where its files live, the label and the split."""
+    """Which MovieLens release, where its files live, the label and the split.
+
+    Args:
+        dataset: the MovieLens release.
+        raw_dir: where `download` writes each release's canonical tables.
+        processed_dir: where `prepare` writes each release's splits, vocabularies and schema.
+        label_threshold: a rating at or above it is a positive (label 1).
+        split: `random` rows, or `temporal` (train on the oldest ratings).
+        split_ratios: train, validation and test shares, summing to 1.
+        seed: the random split's seed.
+
+    Example::
+
+        DataConfig(dataset="ml-1m", split="temporal").processed_path  # data/processed/ml-1m
+    """
 
     dataset: Dataset = "ml-100k"
     raw_dir: NonEmptyText = "data/raw"
@@ -91,7 +105,16 @@ class DataConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class DimRule:
-    """Fields whose vocabulary (OOV included) has at most `max_vocab` entries get `dim`."""
+    """Fields whose vocabulary (OOV included) has at most `max_vocab` entries get `dim`.
+
+    Args:
+        max_vocab: the largest vocabulary (OOV included) the rule covers.
+        dim: the embedding width it gives.
+
+    Example::
+
+        DimRule(max_vocab=10, dim=4)  # gender, age: 4-wide embeddings
+    """
 
     max_vocab: Count
     dim: EmbeddingDim
@@ -128,6 +151,19 @@ class FeatureConfig:
 
     `fields` lists the model fields of each release; prepare uses the entry of
     `data.dataset`, so switching releases needs no other change.
+
+    Args:
+        fields: each release's model fields, in schema order (names from `FIELD_DEFS`).
+        zip_prefix_len: leading zip-code characters kept by `zip_prefix`.
+        genres_max_len: genres kept per movie (the sequence's max length).
+        min_count: a value seen fewer times in training maps to OOV.
+        fm_embed_dim: the common width of the field vectors the interactions read.
+        embedding_dim: the width of a field no `small_vocab_dims` rule covers.
+        small_vocab_dims: narrower widths for small vocabularies, sorted by `max_vocab`.
+
+    Example::
+
+        FeatureConfig(min_count=2).embedding_dim_for(3)  # 4 (gender: DimRule(10, 4))
     """
 
     fields: dict[Dataset, FieldList] = dataclasses.field(
@@ -174,7 +210,24 @@ def _registered_models(names: tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclass(frozen=True, config=SECTION)
 class TrainConfig:
-    """Which models to train, on what, and how; each model is trained once per seed."""
+    """Which models to train, on what, and how; each model is trained once per seed.
+
+    Args:
+        models: the model names to train (each a section of `model`).
+        device: `auto` (CUDA when present), `cpu` or `cuda`.
+        nproc: data-parallel processes (DDP) per training run.
+        batch_size: rows per optimizer step.
+        max_epochs: the most epochs a run trains.
+        lr: Adam's learning rate.
+        weight_decay: Adam's weight decay on every parameter.
+        embedding_l2: L2 penalty on the embedding rows a batch looks up.
+        patience: epochs without a better validation AUC before stopping early.
+        seeds: one training run per seed (and model).
+
+    Example::
+
+        TrainConfig(models=("fm", "deepfm"), seeds=(42,), max_epochs=5)
+    """
 
     # The leaderboard's default models; every name in ModelConfig can be trained.
     models: Annotated[tuple[StrictStr, ...], AfterValidator(_registered_models)] = (
@@ -197,14 +250,35 @@ class TrainConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class TrackingConfig:
-    """Where MLflow records the runs (the store itself is `MLFLOW_TRACKING_URI`)."""
+    """Where MLflow records the runs (the store itself is `MLFLOW_TRACKING_URI`).
+
+    Args:
+        experiment_name: the MLflow experiment every run is recorded under.
+
+    Example::
+
+        TrackingConfig(experiment_name="deepfm-ml-1m")
+    """
 
     experiment_name: NonEmptyText = "deepfm-movielens"
 
 
 @dataclass(frozen=True, config=SECTION)
 class ExperimentConfig:
-    """The whole of `params.yaml`."""
+    """The whole of `params.yaml`.
+
+    Args:
+        data: the `data` section (`DataConfig`).
+        feature: the `feature` section (`FeatureConfig`).
+        model: the `model` section, one subsection per model (`ModelConfig`).
+        train: the `train` section (`TrainConfig`).
+        tracking: the `tracking` section (`TrackingConfig`).
+
+    Example::
+
+        config = ExperimentConfig.from_yaml("params.yaml")
+        config.flat()["train.lr"]  # 0.001
+    """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     feature: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)

@@ -48,7 +48,12 @@ def build_model(name: str, schema: Schema, config: ExperimentConfig) -> nn.Modul
 
 
 class ModelFileError(UserError, ValueError):
-    """A model file that cannot be loaded safely; the message names it."""
+    """A model file that cannot be loaded safely; the message names it.
+
+    Example::
+
+        raise ModelFileError(f"{path}: not a complete model file (EOF)")
+    """
 
 
 @dataclasses.dataclass(frozen=True)
