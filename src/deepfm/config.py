@@ -7,6 +7,8 @@ wrong types and out-of-range values in one line that names the key.
 Each section is a frozen pydantic dataclass: its fields declare their types and ranges,
 `dataclasses.replace` builds a validated copy, and building one directly with a bad
 value raises pydantic's `ValidationError` (`from_dict` and `from_yaml` raise `ConfigError`).
+The `model` sections live in `deepfm.model_config`, the value types all sections share in
+`deepfm.config_values`.
 """
 
 from __future__ import annotations
