@@ -8,7 +8,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from deepfm.config import ConfigError, DeepFMConfig, DNNConfig, ExperimentConfig, FeatureConfig
+from deepfm.config import ConfigError, ExperimentConfig, FeatureConfig
+from deepfm.model_config import DeepFMConfig, DNNConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

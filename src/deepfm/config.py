@@ -7,6 +7,8 @@ wrong types and out-of-range values in one line that names the key.
 Each section is a frozen pydantic dataclass: its fields declare their types and ranges,
 `dataclasses.replace` builds a validated copy, and building one directly with a bad
 value raises pydantic's `ValidationError` (`from_dict` and `from_yaml` raise `ConfigError`).
+The `model` sections live in `deepfm.model_config`, the value types all sections share in
+`deepfm.config_values`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BeforeValidator,
-    ConfigDict,
     Field,
-    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -33,7 +33,21 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
+from deepfm.config_values import (
+    MAX_BATCH_SIZE,
+    MAX_RATING,
+    MIN_RATING,
+    SECTION,
+    Count,
+    Distinct,
+    EmbeddingDim,
+    NonEmptyText,
+    NonNegative,
+    Seed,
+    distinct,
+)
 from deepfm.data.fields import FIELD_DEFS
+from deepfm.model_config import ModelConfig
 from deepfm.params_file import ConfigError, describe_error, read_params_file
 
 Dataset = Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
@@ -41,37 +55,6 @@ DATASETS: tuple[str, ...] = typing.get_args(Dataset)
 # Each release's default model fields; `deepfm.data.fields.FIELD_DEFS` defines every field.
 SEED_FIELDS = ("user_id", "movie_id", "gender", "age", "occupation", "zip_prefix", "genres")
 CSV_RELEASE_FIELDS = ("user_id", "movie_id", "genres", "release_decade")
-
-# Upper bounds catch typos (an extra zero or five) before anything is allocated.
-# An embedding width of 1024 already makes the ml-25m user and movie tables ~0.9 GB.
-MAX_EMBEDDING_DIM = 1024
-# An MLP layer's input is at most 8 fields x 1024 wide; a wider layer only adds memory.
-MAX_HIDDEN_UNITS = 8192
-# 2**20 rows is a few steps per epoch on the largest release (ml-25m: ~20 M training rows).
-MAX_BATCH_SIZE = 2**20
-# Seeds go to numpy and to torch.Generator.manual_seed (as seed * 100_003 + epoch).
-MAX_SEED = 2**32 - 1
-# The MovieLens rating scale: ml-100k and ml-1m rate 1..5, the CSV releases 0.5..5.
-MIN_RATING, MAX_RATING = 0.5, 5.0
-
-# Every section: unknown keys are errors, numbers must be finite.
-SECTION = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-def _distinct(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    if len(set(values)) != len(values):
-        raise ValueError(f"must name each entry once, got {list(values)}")
-    return values
-
-
-Count = Annotated[StrictInt, Field(ge=1)]
-EmbeddingDim = Annotated[StrictInt, Field(ge=1, le=MAX_EMBEDDING_DIM)]
-NonNegative = Annotated[StrictFloat, Field(ge=0)]
-Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
-NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
-Distinct = AfterValidator(_distinct)
-HiddenWidth = Annotated[StrictInt, Field(ge=1, le=MAX_HIDDEN_UNITS)]
-Dropout = Annotated[StrictFloat, Field(ge=0, lt=1)]
 
 
 def _check_split_ratios(ratios: tuple[float, ...]) -> tuple[float, ...]:
@@ -87,7 +70,21 @@ SplitRatios = Annotated[tuple[StrictFloat, ...], AfterValidator(_check_split_rat
 
 @dataclass(frozen=True, config=SECTION)
 class DataConfig:
-    """Which MovieLens release, where its files live, the label and the split."""
+    """Which MovieLens release, where its files live, the label and the split.
+
+    Args:
+        dataset: the MovieLens release.
+        raw_dir: where `download` writes each release's canonical tables.
+        processed_dir: where `prepare` writes each release's splits, vocabularies and schema.
+        label_threshold: a rating at or above it is a positive (label 1).
+        split: `random` rows, or `temporal` (train on the oldest ratings).
+        split_ratios: train, validation and test shares, summing to 1.
+        seed: the random split's seed.
+
+    Example::
+
+        DataConfig(dataset="ml-1m", split="temporal").processed_path  # data/processed/ml-1m
+    """
 
     dataset: Dataset = "ml-100k"
     raw_dir: NonEmptyText = "data/raw"
@@ -110,7 +107,16 @@ class DataConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class DimRule:
-    """Fields whose vocabulary (OOV included) has at most `max_vocab` entries get `dim`."""
+    """Fields whose vocabulary (OOV included) has at most `max_vocab` entries get `dim`.
+
+    Args:
+        max_vocab: the largest vocabulary (OOV included) the rule covers.
+        dim: the embedding width it gives.
+
+    Example::
+
+        DimRule(max_vocab=10, dim=4)  # gender, age: 4-wide embeddings
+    """
 
     max_vocab: Count
     dim: EmbeddingDim
@@ -147,6 +153,19 @@ class FeatureConfig:
 
     `fields` lists the model fields of each release; prepare uses the entry of
     `data.dataset`, so switching releases needs no other change.
+
+    Args:
+        fields: each release's model fields, in schema order (names from `FIELD_DEFS`).
+        zip_prefix_len: leading zip-code characters kept by `zip_prefix`.
+        genres_max_len: genres kept per movie (the sequence's max length).
+        min_count: a value seen fewer times in training maps to OOV.
+        fm_embed_dim: the common width of the field vectors the interactions read.
+        embedding_dim: the width of a field no `small_vocab_dims` rule covers.
+        small_vocab_dims: narrower widths for small vocabularies, sorted by `max_vocab`.
+
+    Example::
+
+        FeatureConfig(min_count=2).embedding_dim_for(3)  # 4 (gender: DimRule(10, 4))
     """
 
     fields: dict[Dataset, FieldList] = dataclasses.field(
@@ -181,105 +200,6 @@ class FeatureConfig:
         return self.embedding_dim
 
 
-@dataclass(frozen=True, config=SECTION)
-class FMConfig:
-    """Factorization machine: bias + first order + pairwise interactions; no extra knobs."""
-
-
-@dataclass(frozen=True, config=SECTION)
-class DNNConfig:
-    """The MLP head on the concatenated field embeddings: all of `model.dnn` and
-    `model.deepfm` (its FM part has no knobs), and part of the models below."""
-
-    hidden_units: tuple[HiddenWidth, ...] = (256, 128)
-    dropout: Dropout = 0.0
-
-
-DeepFMConfig = DNNConfig
-
-
-@dataclass(frozen=True, config=SECTION)
-class XDeepFMConfig(DNNConfig):
-    """The MLP head plus a CIN; `model.xdeepfm.cin_layer_sizes` are its feature maps."""
-
-    cin_layer_sizes: Annotated[tuple[EmbeddingDim, ...], Field(min_length=1)] = (16, 16)
-    cin_split_half: StrictBool = True
-
-
-@dataclass(frozen=True, config=SECTION)
-class AttentionDeepFMConfig(DNNConfig):
-    """The MLP head plus self-attention layers across fields."""
-
-    attention_layers: Count = 3
-    attention_heads: Count = 2  # must divide feature.fm_embed_dim (checked on ExperimentConfig)
-    attention_residual: StrictBool = True
-
-
-WideDeepConfig = DNNConfig  # the wide part (bias + first order) has no knobs
-
-
-@dataclass(frozen=True, config=SECTION)
-class DCNv2Config(DNNConfig):
-    """The MLP plus cross layers; `low_rank: null` is full-rank DCN-V2, a rank r gives
-    DCN-Mix with `num_experts` low-rank experts per layer."""
-
-    cross_layers: Count = 3
-    low_rank: Count | None = None
-    num_experts: Count = 4
-    structure: Literal["stacked", "parallel"] = "parallel"
-
-
-@dataclass(frozen=True, config=SECTION)
-class FinalMLPConfig:
-    """Two gated MLP streams fused by multi-head bilinear interaction."""
-
-    stream1_hidden_units: Annotated[tuple[HiddenWidth, ...], Field(min_length=1)] = (256, 128)
-    stream2_hidden_units: Annotated[tuple[HiddenWidth, ...], Field(min_length=1)] = (256, 128)
-    gate_hidden_units: tuple[HiddenWidth, ...] = (64,)
-    num_heads: Count = 8  # must divide both streams' last widths (checked on ExperimentConfig)
-    dropout: Dropout = 0.0
-
-
-@dataclass(frozen=True, config=SECTION)
-class AutoIntConfig:
-    """Self-attention layers over the fields, then a linear layer: AutoInt as in its paper."""
-
-    attention_layers: Count = 3
-    attention_heads: Count = 2  # must divide attention_dim (checked on ExperimentConfig)
-    attention_dim: EmbeddingDim = 16
-    attention_residual: StrictBool = True
-
-
-@dataclass(frozen=True, config=SECTION)
-class AutoIntPlusConfig(AutoIntConfig):
-    """AutoInt plus an MLP over the concatenated field embeddings (AutoInt+)."""
-
-    hidden_units: tuple[HiddenWidth, ...] = (256, 128)
-    dropout: Dropout = 0.0
-
-
-@dataclass(frozen=True, config=SECTION)
-class ModelConfig:
-    """One section per model; its field names are the model names `train.models` accepts."""
-
-    fm: FMConfig = dataclasses.field(default_factory=FMConfig)
-    dnn: DNNConfig = dataclasses.field(default_factory=DNNConfig)
-    deepfm: DeepFMConfig = dataclasses.field(default_factory=DeepFMConfig)
-    xdeepfm: XDeepFMConfig = dataclasses.field(default_factory=XDeepFMConfig)
-    attention_deepfm: AttentionDeepFMConfig = dataclasses.field(
-        default_factory=AttentionDeepFMConfig
-    )
-    wide_deep: WideDeepConfig = dataclasses.field(default_factory=WideDeepConfig)
-    dcnv2: DCNv2Config = dataclasses.field(default_factory=DCNv2Config)
-    finalmlp: FinalMLPConfig = dataclasses.field(default_factory=FinalMLPConfig)
-    autoint: AutoIntConfig = dataclasses.field(default_factory=AutoIntConfig)
-    autoint_plus: AutoIntPlusConfig = dataclasses.field(default_factory=AutoIntPlusConfig)
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-
 def _registered_models(names: tuple[str, ...]) -> tuple[str, ...]:
     valid = list(ModelConfig.names())
     if not names:
@@ -287,12 +207,29 @@ def _registered_models(names: tuple[str, ...]) -> tuple[str, ...]:
     for name in names:
         if name not in valid:
             raise ValueError(f"has unknown model {name!r}; choose from {valid}")
-    return _distinct(names)
+    return distinct(names)
 
 
 @dataclass(frozen=True, config=SECTION)
 class TrainConfig:
-    """Which models to train, on what, and how; each model is trained once per seed."""
+    """Which models to train, on what, and how; each model is trained once per seed.
+
+    Args:
+        models: the model names to train (each a section of `model`).
+        device: `auto` (CUDA when present), `cpu` or `cuda`.
+        nproc: data-parallel processes (DDP) per training run.
+        batch_size: rows per optimizer step.
+        max_epochs: the most epochs a run trains.
+        lr: Adam's learning rate.
+        weight_decay: Adam's weight decay on every parameter.
+        embedding_l2: L2 penalty on the embedding rows a batch looks up.
+        patience: epochs without a better validation AUC before stopping early.
+        seeds: one training run per seed (and model).
+
+    Example::
+
+        TrainConfig(models=("fm", "deepfm"), seeds=(42,), max_epochs=5)
+    """
 
     # The leaderboard's default models; every name in ModelConfig can be trained.
     models: Annotated[tuple[StrictStr, ...], AfterValidator(_registered_models)] = (
@@ -315,14 +252,35 @@ class TrainConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class TrackingConfig:
-    """Where MLflow records the runs (the store itself is `MLFLOW_TRACKING_URI`)."""
+    """Where MLflow records the runs (the store itself is `MLFLOW_TRACKING_URI`).
+
+    Args:
+        experiment_name: the MLflow experiment every run is recorded under.
+
+    Example::
+
+        TrackingConfig(experiment_name="deepfm-ml-1m")
+    """
 
     experiment_name: NonEmptyText = "deepfm-movielens"
 
 
 @dataclass(frozen=True, config=SECTION)
 class ExperimentConfig:
-    """The whole of `params.yaml`."""
+    """The whole of `params.yaml`.
+
+    Args:
+        data: the `data` section (`DataConfig`).
+        feature: the `feature` section (`FeatureConfig`).
+        model: the `model` section, one subsection per model (`ModelConfig`).
+        train: the `train` section (`TrainConfig`).
+        tracking: the `tracking` section (`TrackingConfig`).
+
+    Example::
+
+        config = ExperimentConfig.from_yaml("params.yaml")
+        config.flat()["train.lr"]  # 0.001
+    """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     feature: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)

@@ -25,7 +25,12 @@ Metrics = Mapping[str, Any]  # a model's reports/models/<model>/metrics.json
 
 
 class LeaderboardError(UserError, ValueError):
-    """Model reports that cannot be compared (other seeds, missing keys); names the model."""
+    """Model reports that cannot be compared (other seeds, missing keys); names the model.
+
+    Example::
+
+        raise LeaderboardError(f"{path}: missing metrics.json; run evaluate first")
+    """
 
 
 def _spread(values: list[float]) -> float:

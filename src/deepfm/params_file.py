@@ -15,7 +15,12 @@ from deepfm.errors import UserError
 
 
 class ConfigError(UserError, ValueError):
-    """A params file or mapping that does not describe a valid experiment."""
+    """A params file or mapping that does not describe a valid experiment.
+
+    Example::
+
+        raise ConfigError("params.yaml: model.dnn.dropout must be below 1, got 1.5")
+    """
 
 
 def read_params_file(path: Path) -> Any:

@@ -20,7 +20,12 @@ PREDICT_BATCH_SIZE = 65_536
 
 
 class DeviceError(UserError, ValueError):
-    """A `train.device` this machine does not have."""
+    """A `train.device` this machine does not have.
+
+    Example::
+
+        raise DeviceError("train.device is cuda but no CUDA device is available")
+    """
 
 
 def resolve_device(name: str) -> torch.device:

@@ -30,7 +30,12 @@ SERVING_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pyyaml", "cloudpickl
 
 
 class ServingError(UserError, ValueError):
-    """Input a model cannot score, or a model and vocabularies that do not belong together."""
+    """Input a model cannot score, or a model and vocabularies that do not belong together.
+
+    Example::
+
+        raise ServingError("column 'genres' row 3: expected a list of strings")
+    """
 
 
 class RawFeatureEncoder:

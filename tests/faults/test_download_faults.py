@@ -110,7 +110,7 @@ def test_download_fault_is_named_leaves_nothing_and_the_next_source_serves(
     # Alone: an error naming the source and the cause, and nothing under data/raw/.
     with pytest.raises(DownloadError) as err:
         download("ml-100k", raw_root, [bad])
-    assert re.search(rf"^  - {re.escape(bad.label)}: (?:{fault.cause})", str(err.value), re.M)
+    assert re.search(rf"^  - {re.escape(str(bad))}: (?:{fault.cause})", str(err.value), re.M)
     assert list(raw_root.iterdir()) == []
 
     # Then, before a good source: the good one is tried next and serves the release.
@@ -119,7 +119,7 @@ def test_download_fault_is_named_leaves_nothing_and_the_next_source_serves(
         folder = download("ml-100k", raw_root, [bad, good])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert bad.label in warnings[0] and re.search(fault.cause, warnings[0])
+    assert str(bad) in warnings[0] and re.search(fault.cause, warnings[0])
     assert read_raw(folder).fingerprint() == expected
     before = snapshot(folder)
 

@@ -99,6 +99,6 @@ def test_bad_release_file_is_named_and_nothing_is_written(
     with pytest.raises(DownloadError) as err:
         download("ml-100k", raw_root, [source])
 
-    assert f"  - {source.label}: {message}" in str(err.value)
+    assert f"  - {source}: {message}" in str(err.value)
     assert snapshot(folder) == before
     assert [path.name for path in raw_root.iterdir()] == ["ml-100k"]

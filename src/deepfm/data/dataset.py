@@ -26,9 +26,10 @@ class CTRDataset(Dataset):
         columns: one tensor per schema field, all with N rows.
         labels: 0/1 labels, (N,).
 
-    Example:
-        >>> ds = CTRDataset.from_parquet("data/processed/ml-100k/train.parquet", schema)
-        >>> features, labels = ds.batch(torch.arange(1024))
+    Example::
+
+        ds = CTRDataset.from_parquet("data/processed/ml-100k/train.parquet", schema)
+        features, labels = ds.batch(torch.arange(1024))
     """
 
     def __init__(self, columns: Batch, labels: torch.Tensor) -> None:

@@ -52,7 +52,17 @@ def release_decade(years: pd.Series) -> pd.Series:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Values seen in training, most frequent first; value i gets index i + 1 (0 is OOV)."""
+    """Values seen in training, most frequent first; value i gets index i + 1 (0 is OOV).
+
+    Args:
+        values: the kept values, most frequent first.
+        counts: each value's count in the training rows.
+
+    Example::
+
+        vocabulary = Vocabulary.fit(pd.Series(["M", "F", "M"]))
+        vocabulary.encode(pd.Series(["F", "X"]))  # [2, 0]: X is OOV
+    """
 
     values: pd.Index
     counts: np.ndarray

@@ -23,8 +23,9 @@ class MovieLensAdapter:
         data: which release, where raw and processed files live, label and split.
         feature: feature settings used only when the data must be prepared here.
 
-    Example:
-        >>> schema, train_ds, val_ds, test_ds = MovieLensAdapter(DataConfig()).build()
+    Example::
+
+        schema, train_ds, val_ds, test_ds = MovieLensAdapter(DataConfig()).build()
     """
 
     def __init__(self, data: DataConfig, feature: FeatureConfig | None = None) -> None:

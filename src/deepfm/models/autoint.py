@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor, nn
 
 from deepfm.data.schema import Schema
+from deepfm.model_config import AutoIntConfig, AutoIntPlusConfig
 from deepfm.models.base import CTRModel
-from deepfm.models.layers.attention import MultiHeadSelfAttention
+from deepfm.models.layers.attention import SelfAttentionStack
 from deepfm.models.layers.embedding import EmbeddingViews
 from deepfm.models.layers.mlp import MLP
 
@@ -24,36 +23,27 @@ class AutoInt(CTRModel):
 
     Args:
         schema: the input fields.
+        config: `model.autoint`, the attention layers.
         fm_embed_dim: the common width of the field vectors the attention reads.
-        attention_layers: stacked self-attention layers.
-        attention_heads: heads per layer; must divide `attention_dim`.
-        attention_dim: width of each field vector after attention (all heads together).
-        attention_residual: add each layer's (projected) input to its output.
 
     Example::
 
-        model = AutoInt(schema, attention_layers=3, attention_heads=2, attention_dim=64)  # paper
+        model = AutoInt(schema, AutoIntConfig(attention_heads=2, attention_dim=64))  # paper
         logits = model(batch)  # (B,)
     """
 
-    def __init__(
-        self,
-        schema: Schema,
-        fm_embed_dim: int = 16,
-        attention_layers: int = 3,
-        attention_heads: int = 2,
-        attention_dim: int = 16,
-        attention_residual: bool = True,
-    ) -> None:
-        super().__init__(schema, fm_embed_dim, linear=False)
-        widths = [fm_embed_dim] + [attention_dim] * attention_layers
-        self.attention = nn.Sequential(
-            *(
-                MultiHeadSelfAttention(width, attention_dim, attention_heads, attention_residual)
-                for width in widths[:-1]
-            )
+    linear = False
+
+    def __init__(self, schema: Schema, config: AutoIntConfig, fm_embed_dim: int = 16) -> None:
+        super().__init__(schema, fm_embed_dim)
+        self.attention = SelfAttentionStack(
+            fm_embed_dim,
+            config.attention_dim,
+            config.attention_layers,
+            config.attention_heads,
+            config.attention_residual,
         )
-        self.attention_output = nn.Linear(schema.num_fields * attention_dim, 1)
+        self.attention_output = nn.Linear(schema.num_fields * config.attention_dim, 1)
 
     def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:
         attended = self.attention(views.field_embeddings)  # (B, F, attention_dim)
@@ -64,37 +54,18 @@ class AutoIntPlus(AutoInt):
     """AutoInt+: `AutoInt + MLP(flat_embeddings)`, the paper's variant with a deep network.
 
     Args:
-        schema, fm_embed_dim, attention_layers, attention_heads, attention_dim,
-        attention_residual: as in `AutoInt`.
-        hidden_units: MLP hidden widths.
-        dropout: MLP dropout probability.
+        schema, fm_embed_dim: as in `AutoInt`.
+        config: `model.autoint_plus`, the attention layers and the MLP.
 
     Example::
 
-        model = AutoIntPlus(schema, hidden_units=(256, 128))
+        model = AutoIntPlus(schema, AutoIntPlusConfig(hidden_units=(256, 128)))
         logits = model(batch)  # (B,)
     """
 
-    def __init__(
-        self,
-        schema: Schema,
-        fm_embed_dim: int = 16,
-        attention_layers: int = 3,
-        attention_heads: int = 2,
-        attention_dim: int = 16,
-        attention_residual: bool = True,
-        hidden_units: Sequence[int] = (256, 128),
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(
-            schema,
-            fm_embed_dim,
-            attention_layers,
-            attention_heads,
-            attention_dim,
-            attention_residual,
-        )
-        self.mlp = MLP(schema.total_embedding_dim, hidden_units, dropout)
+    def __init__(self, schema: Schema, config: AutoIntPlusConfig, fm_embed_dim: int = 16) -> None:
+        super().__init__(schema, config, fm_embed_dim)
+        self.mlp = MLP(schema.total_embedding_dim, config.hidden_units, config.dropout)
 
     def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:
         return [*super().logit_parts(views), self.mlp(views.flat_embeddings)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -12,17 +14,16 @@ from deepfm.models.layers.embedding import EmbeddingViews, FeatureEmbedding
 class CTRModel(nn.Module):
     """Embeds a batch, sums the logit parts a model adds, and returns one logit per row.
 
-    A model subclasses it, builds its interaction after `super().__init__`, and returns its
-    logit parts, each `(B, 1)`, from `logit_parts`. With `linear` the base adds a global bias
-    and the first-order term in front of them (the "wide" part of FM, DeepFM and the like);
-    the parts are summed left to right.
+    A model subclasses it, takes its `model.<name>` config section, builds its interaction
+    after `super().__init__`, and returns its logit parts, each `(B, 1)`, from `logit_parts`.
+    Two class attributes say what the model reads: with `linear` the base adds a global bias
+    and the first-order term in front of the parts (the "wide" part of FM, DeepFM and the
+    like); without `reads_field_embeddings` the embedding builds no projections (a model owns
+    only what it trains). The parts are summed left to right.
 
     Args:
         schema: the input fields.
         fm_embed_dim: the common width of the field vectors the interactions read.
-        linear: add a global bias and the first-order term to the logit.
-        field_embeddings: the model reads `field_embeddings`; without it the embedding
-            builds no projections (a model owns only what it trains).
 
     Shapes:
         - input: `batch`, field name -> index tensor, as `FeatureEmbedding` takes it.
@@ -31,22 +32,23 @@ class CTRModel(nn.Module):
     Example::
 
         class LogisticRegression(CTRModel):
+            reads_field_embeddings = False
+
             def logit_parts(self, views):
                 return []  # bias + first order only
 
-        logits = LogisticRegression(schema, field_embeddings=False)(batch)  # (B,)
+        logits = LogisticRegression(schema)(batch)  # (B,)
     """
 
-    def __init__(
-        self,
-        schema: Schema,
-        fm_embed_dim: int = 16,
-        linear: bool = True,
-        field_embeddings: bool = True,
-    ) -> None:
+    linear: ClassVar[bool] = True
+    reads_field_embeddings: ClassVar[bool] = True
+
+    def __init__(self, schema: Schema, fm_embed_dim: int = 16) -> None:
         super().__init__()
-        self.embedding = FeatureEmbedding(schema, fm_embed_dim, linear, field_embeddings)
-        self.bias = nn.Parameter(torch.zeros(1)) if linear else None
+        self.embedding = FeatureEmbedding(
+            schema, fm_embed_dim, self.linear, self.reads_field_embeddings
+        )
+        self.bias = nn.Parameter(torch.zeros(1)) if self.linear else None
 
     def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:
         """The model's own logit terms, each `(B, 1)`."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
 from deepfm.data.schema import Schema
+from deepfm.model_config import DCNv2Config
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.cross import CrossNetwork, CrossNetworkMix
 from deepfm.models.layers.embedding import EmbeddingViews
@@ -29,40 +27,31 @@ class DCNv2(CTRModel):
 
     Args:
         schema: the input fields.
+        config: `model.dcnv2`, the cross network, the MLP and how they combine.
         fm_embed_dim: unused (no field vectors are read); kept for a uniform constructor.
-        cross_layers: cross layers.
-        low_rank: None for full-rank cross layers (DCN-V2); a rank `r` for DCN-Mix.
-        num_experts: low-rank experts per layer (DCN-Mix only).
-        structure: `stacked` or `parallel` combination of the cross network and the MLP.
-        hidden_units: MLP hidden widths.
-        dropout: MLP dropout probability.
 
     Example::
 
-        model = DCNv2(schema, cross_layers=3, low_rank=32, num_experts=4, structure="parallel")
-        logits = model(batch)  # (B,)
+        dcn_v2 = DCNv2(schema, DCNv2Config(cross_layers=3, structure="stacked"))
+        dcn_mix = DCNv2(schema, DCNv2Config(low_rank=32, num_experts=4))  # parallel
+        logits = dcn_mix(batch)  # (B,)
     """
 
-    def __init__(
-        self,
-        schema: Schema,
-        fm_embed_dim: int = 16,
-        cross_layers: int = 3,
-        low_rank: int | None = None,
-        num_experts: int = 4,
-        structure: Literal["stacked", "parallel"] = "parallel",
-        hidden_units: Sequence[int] = (256, 128),
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(schema, fm_embed_dim, linear=False, field_embeddings=False)
+    linear = False
+    reads_field_embeddings = False
+
+    def __init__(self, schema: Schema, config: DCNv2Config, fm_embed_dim: int = 16) -> None:
+        super().__init__(schema, fm_embed_dim)
         input_dim = schema.total_embedding_dim
         self.cross: nn.Module = (
-            CrossNetwork(input_dim, cross_layers)
-            if low_rank is None
-            else CrossNetworkMix(input_dim, cross_layers, low_rank, num_experts)
+            CrossNetwork(input_dim, config.cross_layers)
+            if config.low_rank is None
+            else CrossNetworkMix(
+                input_dim, config.cross_layers, config.low_rank, config.num_experts
+            )
         )
-        self.stacked = structure == "stacked"
-        self.mlp = MLP(input_dim, hidden_units, dropout, output_logit=self.stacked)
+        self.stacked = config.structure == "stacked"
+        self.mlp = MLP(input_dim, config.hidden_units, config.dropout, output_logit=self.stacked)
         self.output = None if self.stacked else nn.Linear(input_dim + self.mlp.output_dim, 1)
 
     def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:

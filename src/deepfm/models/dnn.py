@@ -11,12 +11,12 @@ class DNN(WideDeep):
     It reads only the raw per-field vectors, so it owns no first-order tables or projections.
 
     Args:
-        schema, fm_embed_dim, hidden_units, dropout: as in `WideDeep`.
+        schema, config, fm_embed_dim: as in `WideDeep` (`config` is `model.dnn`).
 
     Example::
 
-        model = DNN(schema, hidden_units=(256, 128))
+        model = DNN(schema, DNNConfig(hidden_units=(256, 128)))
         logits = model(batch)  # (B,)
     """
 
-    wide = False
+    linear = False

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
 from deepfm.data.schema import Schema
+from deepfm.model_config import FinalMLPConfig
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.bilinear_fusion import MultiHeadBilinearFusion
 from deepfm.models.layers.embedding import EmbeddingViews
@@ -27,37 +26,29 @@ class FinalMLP(CTRModel):
 
     Args:
         schema: the input fields.
+        config: `model.finalmlp`, the streams, their gates and the fusion heads.
         fm_embed_dim: unused (no field vectors are read); kept for a uniform constructor.
-        stream1_hidden_units: hidden widths of the first stream.
-        stream2_hidden_units: hidden widths of the second stream.
-        gate_hidden_units: hidden widths of each stream's gate MLP.
-        num_heads: fusion heads; must divide both streams' last widths.
-        dropout: dropout probability in both streams.
 
     Example::
 
-        model = FinalMLP(schema, stream1_hidden_units=(256, 128), num_heads=8)
-        logits = model(batch)  # (B,)
+        # Streams of different depths; the 8 fusion heads divide both last widths.
+        config = FinalMLPConfig(stream1_hidden_units=(400, 400), stream2_hidden_units=(800,))
+        logits = FinalMLP(schema, config)(batch)  # (B,)
     """
 
-    def __init__(
-        self,
-        schema: Schema,
-        fm_embed_dim: int = 16,
-        stream1_hidden_units: Sequence[int] = (256, 128),
-        stream2_hidden_units: Sequence[int] = (256, 128),
-        gate_hidden_units: Sequence[int] = (64,),
-        num_heads: int = 8,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(schema, fm_embed_dim, linear=False, field_embeddings=False)
+    linear = False
+    reads_field_embeddings = False
+
+    def __init__(self, schema: Schema, config: FinalMLPConfig, fm_embed_dim: int = 16) -> None:
+        super().__init__(schema, fm_embed_dim)
         input_dim = schema.total_embedding_dim
-        self.gate1 = FeatureGate(input_dim, input_dim, gate_hidden_units)
-        self.gate2 = FeatureGate(input_dim, input_dim, gate_hidden_units)
-        self.stream1 = MLP(input_dim, stream1_hidden_units, dropout, output_logit=False)
-        self.stream2 = MLP(input_dim, stream2_hidden_units, dropout, output_logit=False)
+        gate_units, dropout = config.gate_hidden_units, config.dropout
+        self.gate1 = FeatureGate(input_dim, input_dim, gate_units)
+        self.gate2 = FeatureGate(input_dim, input_dim, gate_units)
+        self.stream1 = MLP(input_dim, config.stream1_hidden_units, dropout, output_logit=False)
+        self.stream2 = MLP(input_dim, config.stream2_hidden_units, dropout, output_logit=False)
         self.fusion = MultiHeadBilinearFusion(
-            self.stream1.output_dim, self.stream2.output_dim, num_heads
+            self.stream1.output_dim, self.stream2.output_dim, config.num_heads
         )
 
     def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:

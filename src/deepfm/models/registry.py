@@ -16,6 +16,7 @@ from deepfm.data.schema import Schema
 from deepfm.errors import UserError
 from deepfm.models.attention_deepfm import AttentionDeepFM
 from deepfm.models.autoint import AutoInt, AutoIntPlus
+from deepfm.models.base import CTRModel
 from deepfm.models.dcnv2 import DCNv2
 from deepfm.models.deepfm import DeepFM
 from deepfm.models.dnn import DNN
@@ -24,7 +25,7 @@ from deepfm.models.fm import FM
 from deepfm.models.wide_deep import WideDeep
 from deepfm.models.xdeepfm import XDeepFM
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, type[CTRModel]] = {
     "fm": FM,
     "dnn": DNN,
     "deepfm": DeepFM,
@@ -43,12 +44,16 @@ def build_model(name: str, schema: Schema, config: ExperimentConfig) -> nn.Modul
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {list(MODELS)}")
     section = getattr(config.model, name)
-    options = {field.name: getattr(section, field.name) for field in dataclasses.fields(section)}
-    return MODELS[name](schema, fm_embed_dim=config.feature.fm_embed_dim, **options)
+    return MODELS[name](schema, section, fm_embed_dim=config.feature.fm_embed_dim)
 
 
 class ModelFileError(UserError, ValueError):
-    """A model file that cannot be loaded safely; the message names it."""
+    """A model file that cannot be loaded safely; the message names it.
+
+    Example::
+
+        raise ModelFileError(f"{path}: not a complete model file (EOF)")
+    """
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import Tensor
 
 from deepfm.data.schema import Schema
+from deepfm.model_config import WideDeepConfig
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.embedding import EmbeddingViews
 from deepfm.models.layers.mlp import MLP
@@ -18,31 +17,24 @@ class WideDeep(CTRModel):
     The wide part is the linear model over the one-hot fields: the bias and the first-order
     weights. The paper also feeds hand-made cross-product columns to it; no such columns exist
     here, so the wide part is first order only. The deep part reads the raw field vectors, so
-    the model owns no projections. `DNN` is this model with `wide = False`.
+    the model owns no projections. `DNN` is this model with `linear = False`.
 
     Args:
         schema: the input fields.
+        config: `model.wide_deep`, the MLP head (`DNNConfig`).
         fm_embed_dim: unused (no field vectors are read); kept for a uniform constructor.
-        hidden_units: MLP hidden widths.
-        dropout: MLP dropout probability.
 
     Example::
 
-        model = WideDeep(schema, hidden_units=(256, 128))
+        model = WideDeep(schema, WideDeepConfig(hidden_units=(256, 128)))
         logits = model(batch)  # (B,)
     """
 
-    wide = True  # the bias and first-order term
+    reads_field_embeddings = False
 
-    def __init__(
-        self,
-        schema: Schema,
-        fm_embed_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(schema, fm_embed_dim, linear=self.wide, field_embeddings=False)
-        self.mlp = MLP(schema.total_embedding_dim, hidden_units, dropout)
+    def __init__(self, schema: Schema, config: WideDeepConfig, fm_embed_dim: int = 16) -> None:
+        super().__init__(schema, fm_embed_dim)
+        self.mlp = MLP(schema.total_embedding_dim, config.hidden_units, config.dropout)
 
     def logit_parts(self, views: EmbeddingViews) -> list[Tensor]:
         return [self.mlp(views.flat_embeddings)]

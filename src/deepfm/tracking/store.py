@@ -25,7 +25,12 @@ SQLITE_PREFIX = "sqlite:///"
 
 
 class TrackingError(UserError, RuntimeError):
-    """The tracking store cannot be used; the message names it."""
+    """The tracking store cannot be used; the message names it.
+
+    Example::
+
+        raise TrackingError(f"{uri}: the MLflow store cannot be opened ({err})")
+    """
 
 
 def tracking_uri() -> str:

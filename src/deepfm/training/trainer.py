@@ -36,7 +36,12 @@ logger = logging.getLogger(__name__)
 
 
 class DivergedError(UserError, ArithmeticError):
-    """Training reached a loss or validation metric that is not a finite number."""
+    """Training reached a loss or validation metric that is not a finite number.
+
+    Example::
+
+        raise DivergedError(f"{name} seed {seed}: the loss became NaN at epoch {epoch}")
+    """
 
 
 @dataclass(frozen=True)
@@ -131,9 +136,10 @@ class Trainer:
         device: where the model and the data columns live.
         seed: the training seed, one of `train.seeds`; it orders every epoch's rows.
 
-    Example:
-        >>> trainer = Trainer(model, config.train, torch.device("cpu"), seed=42)
-        >>> result = trainer.fit(train_ds, val_ds, checkpoint=Path("models/fm/seed-42.ckpt"))
+    Example::
+
+        trainer = Trainer(model, config.train, torch.device("cpu"), seed=42)
+        result = trainer.fit(train_ds, val_ds, checkpoint=Path("models/fm/seed-42.ckpt"))
     """
 
     def __init__(

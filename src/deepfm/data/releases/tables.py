@@ -36,9 +36,9 @@ class RatingScale:
         lowest: the smallest rating.
         step: the difference between neighbouring ratings.
 
-    Example:
-        >>> RatingScale(0.5, 0.5)  # half stars: 0.5, 1.0, ..., 5.0
-        RatingScale(lowest=0.5, step=0.5)
+    Example::
+
+        HALF_STARS = RatingScale(0.5, 0.5)  # 0.5, 1.0, ..., 5.0
     """
 
     lowest: float

@@ -40,9 +40,9 @@ class Layout:
         header: the column names of the first line, if the file has one.
         quoted: whether a field may be enclosed in double quotes.
 
-    Example:
-        >>> Layout("latin-1", "::")
-        Layout(encoding='latin-1', delimiter='::', header=(), quoted=False)
+    Example::
+
+        ML1M = Layout("latin-1", "::")  # no header, never quoted
     """
 
     encoding: str
@@ -60,8 +60,9 @@ class Part:
         table: the parsed columns.
         row: table row index -> where it stands, e.g. "u.data line 17".
 
-    Example:
-        >>> part = Part("u.data", table, lambda index: f"u.data row {index + 1}")
+    Example::
+
+        part = Part("u.data", table, lambda index: f"u.data row {index + 1}")
     """
 
     name: str

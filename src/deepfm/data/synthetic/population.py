@@ -61,19 +61,35 @@ NON_LATIN1_WORD = "Łódź"
 
 @dataclass(frozen=True)
 class Release:
-    """What the generator needs to know about one real release."""
+    """What the generator needs to know about one real release.
+
+    Args:
+        name: the release (`ml-100k`, ...).
+        ratings, users: the real release's counts.
+        movies: movies in its movies file.
+        first_timestamp, last_timestamp: its first and last rating's Unix seconds.
+        last_year: the newest release year among its movies.
+        movie_id_gap: the mean step between consecutive movie ids.
+        max_genres: the most genres a movie has.
+        no_genres_share: the share of movies with "(no genres listed)" (CSV releases).
+        no_year_share: the share of titles without a year (CSV releases).
+
+    Example::
+
+        users, movies = sizes(RELEASES["ml-1m"], ratings=50_000)
+    """
 
     name: str
-    ratings: int  # the real release's counts
+    ratings: int
     users: int
-    movies: int  # movies in its movies file
+    movies: int
     first_timestamp: int
     last_timestamp: int
-    last_year: int  # newest release year among its movies
-    movie_id_gap: float  # mean step between consecutive movie ids
+    last_year: int
+    movie_id_gap: float
     max_genres: int
-    no_genres_share: float  # movies with "(no genres listed)" (CSV releases)
-    no_year_share: float  # titles without a year (CSV releases)
+    no_genres_share: float
+    no_year_share: float
 
     @property
     def csv(self) -> bool:
@@ -103,15 +119,29 @@ RELEASES = {
 
 @dataclass(frozen=True)
 class Movies:
-    """The movies file's content, and each movie's part of the signal."""
+    """The movies file's content, and each movie's part of the signal.
 
-    ids: np.ndarray  # int64, increasing
-    titles: pd.Series  # str, the year in parentheses when the movie has one
-    years: np.ndarray  # int64; 0 when the title has none
+    Args:
+        ids: int64 movie ids, increasing.
+        titles: the titles, with the year in parentheses when the movie has one.
+        years: int64 release years; 0 when the title has none.
+        genre_names: the release's genres, in column order of `genres`.
+        genres: `(movies, genres)` bool, which genres each movie has.
+        popularity_cdf: the cumulative probability of being rated, in movie order.
+        quality: each movie's part of the signal, mean 0 and variance 1 over the ratings.
+
+    Example::
+
+        movies = make_movies(np.random.default_rng(0), RELEASES["ml-100k"], n_movies=200)
+    """
+
+    ids: np.ndarray
+    titles: pd.Series
+    years: np.ndarray
     genre_names: tuple[str, ...]
-    genres: np.ndarray  # (movies, genres) bool
-    popularity_cdf: np.ndarray  # cumulative probability of being rated, in movie order
-    quality: np.ndarray  # mean 0, variance 1 over the ratings
+    genres: np.ndarray
+    popularity_cdf: np.ndarray
+    quality: np.ndarray
 
     @property
     def genre_lists(self) -> pa.ListArray:
@@ -124,13 +154,25 @@ class Movies:
 
 @dataclass(frozen=True)
 class Users:
-    """Users 1..n: rating counts, demographics and each user's part of the signal."""
+    """Users 1..n: rating counts, demographics and each user's part of the signal.
 
-    counts: np.ndarray  # ratings per user
-    female: np.ndarray  # bool
-    age_group: np.ndarray  # index into ML1M_AGE_GROUPS
+    Args:
+        counts: ratings per user.
+        female: bool, the user's gender.
+        age_group: index into `ML1M_AGE_GROUPS`.
+        bias: each user's part of the signal.
+        start: int64 Unix seconds of the user's first rating.
+
+    Example::
+
+        users = make_users(rng, RELEASES["ml-100k"], n_users=50, ratings=2_000, cap=100)
+    """
+
+    counts: np.ndarray
+    female: np.ndarray
+    age_group: np.ndarray
     bias: np.ndarray
-    start: np.ndarray  # int64 Unix seconds of the first rating
+    start: np.ndarray
 
     @property
     def group(self) -> np.ndarray:

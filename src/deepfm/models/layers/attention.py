@@ -68,3 +68,43 @@ class MultiHeadSelfAttention(nn.Module):
         if self.residual is not None:
             outputs = outputs + self.residual(features.t()).t()
         return F.relu(outputs).view(-1, num_fields, batch_size).permute(2, 1, 0)  # (B, F, D')
+
+
+class SelfAttentionStack(nn.Sequential):
+    """`num_layers` `MultiHeadSelfAttention` layers in a row, as AutoInt stacks them.
+
+    The first layer maps each field vector from `input_dim` to `output_dim`, the later ones
+    keep `output_dim`. The layers are the stack's children `0 .. num_layers - 1`.
+
+    Args:
+        input_dim: width `D` of each input field vector.
+        output_dim: width `D'` of each output field vector; `num_heads` must divide it.
+        num_layers: attention layers.
+        num_heads: heads per layer.
+        residual: each layer adds its (projected) input to its output.
+
+    Shapes:
+        - input: `fields (B, F, D)`.
+        - output: `(B, F, D')`, as the last `MultiHeadSelfAttention` returns it.
+
+    Example::
+
+        stack = SelfAttentionStack(16, 32, num_layers=3, num_heads=2)
+        outputs = stack(torch.randn(32, 7, 16))  # (32, 7, 32)
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        num_layers: int,
+        num_heads: int,
+        residual: bool = True,
+    ) -> None:
+        widths = [input_dim] + [output_dim] * num_layers
+        super().__init__(
+            *(
+                MultiHeadSelfAttention(width, output_dim, num_heads, residual)
+                for width in widths[:-1]
+            )
+        )
