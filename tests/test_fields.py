@@ -4,8 +4,6 @@ the embedding, training, serving and the MLflow pyfunc all take."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from deepfm.data.raw import read_raw
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
 from deepfm.models.registry import build_model
 from deepfm.serving import CTRPredictor, RawFeatureEncoder, ServingError
+from faults.processes import run_stage as stage_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,13 +138,7 @@ def decade_workspace(workspace: Path) -> Iterator[Path]:
 
 def run_stage(workspace: Path, script: str, *args: str, uri: str = "") -> None:
     env = os.environ | ({"MLFLOW_TRACKING_URI": uri} if uri else {})
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / script), *args],
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    done = stage_command(workspace, script.removesuffix(".py"), *args, env=env)
     assert done.returncode == 0, done.stderr
 
 

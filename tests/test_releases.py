@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from deepfm.data.releases import parse_release
 from deepfm.data.releases.ml1m import ML1M_OCCUPATIONS
 from deepfm.data.synthetic.population import NON_LATIN1_WORD
 from deepfm.models.registry import MODELS, build_model
+from faults.processes import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV_RELEASES = ("ml-20m", "ml-25m", "ml-latest-small")
@@ -356,13 +355,7 @@ def test_demographic_field_on_a_csv_release_is_a_clear_error(tmp_path: Path) -> 
 
 
 def _stage(work: Path, script: str, *args: str, env: dict | None = None) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / script), *args],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    result = run_stage(work, script.removesuffix(".py"), *args, env=env)
     assert result.returncode == 0, result.stderr
 
 
