@@ -33,7 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from deepfm import atomic, metrics, tracking
-from deepfm.cli import matrix_item, run_stage
+from deepfm.cli import check_model_name, matrix_item, run_stage
 from deepfm.config import ConfigError, ExperimentConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepared import prepared_data_fingerprint
@@ -235,6 +235,7 @@ def log_to_runs(
 def main(config: ExperimentConfig, args: argparse.Namespace) -> None:
     if args.dvc_stage:  # `evaluate@<model>`: found among train.models
         args.model = matrix_item(args.dvc_stage, {"model": config.train.models})["model"]
+    check_model_name(args.model)
     evaluate(config, args.model)
 
 

@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from deepfm import atomic, tracking
-from deepfm.cli import matrix_item, run_stage
-from deepfm.config import ConfigError, ExperimentConfig, ModelConfig
+from deepfm.cli import check_model_name, matrix_item, run_stage
+from deepfm.config import ConfigError, ExperimentConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import raw_feature_frame
 from deepfm.data.prepared import prepared_data_fingerprint
@@ -89,13 +89,6 @@ def history_csv(result: TrainResult) -> str:
     for record in result.history:
         writer.writerow(asdict(record))
     return buffer.getvalue()
-
-
-def check_model_name(name: str) -> None:
-    """A `ConfigError` listing the models unless `name` is one."""
-    if name not in ModelConfig.names():
-        valid = list(ModelConfig.names())
-        raise ConfigError(f"--model {name!r} is not a model; choose from {valid}")
 
 
 def check_seed(seed: int, config: ExperimentConfig) -> None:

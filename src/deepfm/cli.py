@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
-from deepfm.config import ConfigError, ExperimentConfig
+from deepfm.config import ConfigError, ExperimentConfig, ModelConfig
 from deepfm.errors import UserError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -59,3 +59,10 @@ def matrix_item(address: str, values: Mapping[str, Sequence[object]]) -> dict[st
             return dict(zip(values, combination, strict=True))
     pattern = "-".join(f"<{key}>" for key in values)
     raise ConfigError(f"DVC stage {name!r} is not {stage}@{pattern} for the params' values")
+
+
+def check_model_name(name: str) -> None:
+    """A `ConfigError` listing the models unless `name` is one."""
+    if name not in ModelConfig.names():
+        valid = list(ModelConfig.names())
+        raise ConfigError(f"--model {name!r} is not a model; choose from {valid}")
