@@ -103,7 +103,10 @@ def ddp_rank(rank, world, port, config, out):
 
 
 @pytest.mark.slow
-def test_two_ranks_match_one_process_through_a_resume(small_config, tmp_path, loopback):
+@pytest.mark.parametrize("embedding_optimizer", ["adam", "lazy_adam"])
+def test_two_ranks_match_one_process_through_a_resume(
+    small_config, tmp_path, loopback, embedding_optimizer
+):
     # An odd global batch (uneven shards) whose last batch has one row (rank 1 only pads);
     # both L2 groups on; early stopping ends every run.
     config = replace(
@@ -115,6 +118,7 @@ def test_two_ranks_match_one_process_through_a_resume(small_config, tmp_path, lo
             patience=2,
             weight_decay=1e-5,
             embedding_l2=1e-4,
+            embedding_optimizer=embedding_optimizer,
         ),
     )
     schema, train_ds, val_ds, _ = MovieLensAdapter(config.data).build()

@@ -14,7 +14,8 @@ from deepfm.data.releases import parse_release
 from deepfm.metrics import roc_auc
 from deepfm.models.registry import build_model
 from deepfm.predict import dataset_logits
-from deepfm.training.trainer import DivergedError, Trainer, make_optimizer
+from deepfm.training.optimizers import CTROptimizer
+from deepfm.training.trainer import DivergedError, Trainer
 
 CPU = torch.device("cpu")
 SEED = 42
@@ -86,8 +87,9 @@ def test_non_finite_loss_stops_naming_epoch_and_step(small_config, data, tmp_pat
     assert not checkpoint.exists()  # no epoch ended well
 
 
-def test_same_seed_same_weights_and_metrics(small_config, data):
-    config = small_train(small_config, max_epochs=2)
+@pytest.mark.parametrize("embedding_optimizer", ["adam", "lazy_adam"])
+def test_same_seed_same_weights_and_metrics(small_config, data, embedding_optimizer):
+    config = small_train(small_config, max_epochs=2, embedding_optimizer=embedding_optimizer)
     model_a, result_a = fit(config, data)
     model_b, result_b = fit(config, data)
     for (name, a), (_, b) in zip(
@@ -97,8 +99,13 @@ def test_same_seed_same_weights_and_metrics(small_config, data):
     assert [r.val_auc for r in result_a.history] == [r.val_auc for r in result_b.history]
 
 
-def test_resume_from_checkpoint_equals_uninterrupted(small_config, data, tmp_path):
-    config = small_train(small_config, max_epochs=4, patience=4)
+@pytest.mark.parametrize("embedding_optimizer", ["adam", "lazy_adam"])
+def test_resume_from_checkpoint_equals_uninterrupted(
+    small_config, data, tmp_path, embedding_optimizer
+):
+    config = small_train(
+        small_config, max_epochs=4, patience=4, embedding_optimizer=embedding_optimizer
+    )
     reference, reference_result = fit(config, data)
 
     checkpoint = tmp_path / "checkpoint.pt"
@@ -151,7 +158,7 @@ def test_embedding_tables_get_their_own_l2(small_config, data):
         small_config, train=replace(small_config.train, embedding_l2=1e-4, weight_decay=1e-6)
     )
     model = build_model("deepfm", schema, config)
-    embedding_group, other_group = make_optimizer(model, config.train).param_groups
+    embedding_group, other_group = CTROptimizer(model, config.train).adam.param_groups
     assert embedding_group["weight_decay"] == 1e-4 and other_group["weight_decay"] == 1e-6
     tables = [
         m.weight

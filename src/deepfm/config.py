@@ -222,7 +222,11 @@ class TrainConfig:
         max_epochs: the most epochs a run trains.
         lr: Adam's learning rate.
         weight_decay: Adam's weight decay on every parameter.
-        embedding_l2: L2 penalty on the embedding rows a batch looks up.
+        embedding_l2: L2 penalty on the embedding tables (row-wise tables: on the rows a
+            batch looks up).
+        embedding_optimizer: how embedding tables are updated: `adam` (dense Adam, every
+            row every step), `lazy_adam` (row-wise: only the rows a batch looked up) or `auto`
+            (row-wise for tables of at least 10,000 rows); see `training/optimizers.py`.
         patience: epochs without a better validation AUC before stopping early.
         seeds: one training run per seed (and model).
 
@@ -246,6 +250,7 @@ class TrainConfig:
     lr: Annotated[StrictFloat, Field(gt=0)] = 1e-3
     weight_decay: NonNegative = 0.0
     embedding_l2: NonNegative = 0.0
+    embedding_optimizer: Literal["auto", "adam", "lazy_adam"] = "auto"
     patience: Count = 3
     seeds: Annotated[tuple[Seed, ...], Field(min_length=1), Distinct] = (42, 43, 44)
 

@@ -30,7 +30,8 @@ from deepfm.data.dataset import CTRDataset
 from deepfm.errors import UserError
 from deepfm.metrics import log_loss, roc_auc
 from deepfm.predict import autocast, dataset_logits
-from deepfm.training import distributed
+from deepfm.training import allocator, distributed
+from deepfm.training.optimizers import CTROptimizer
 
 logger = logging.getLogger(__name__)
 
@@ -112,21 +113,6 @@ class TrainResult:
         }
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Adam:
-    """Adam with one L2 for embedding tables (`embedding_l2`) and one for the rest."""
-    embedding_params, other_params = [], []
-    for module in model.modules():
-        is_table = isinstance(module, nn.Embedding | nn.EmbeddingBag)
-        for param in module.parameters(recurse=False):
-            (embedding_params if is_table else other_params).append(param)
-    groups = [
-        {"params": embedding_params, "weight_decay": config.embedding_l2},
-        {"params": other_params, "weight_decay": config.weight_decay},
-    ]
-    # fused: one kernel for all parameters instead of a loop over them (~0.3 ms a step on CPU).
-    return torch.optim.Adam(groups, lr=config.lr, fused=True)
-
-
 class Trainer:
     """Fits a CTR model (`forward(batch) -> logits (B,)`) with BCE-with-logits.
 
@@ -149,7 +135,8 @@ class Trainer:
         self.config = config
         self.device = device
         self.seed = seed
-        self.optimizer = make_optimizer(model, config)
+        allocator.keep_freed_memory()
+        self.optimizer = CTROptimizer(model, config)
         # What training steps call: DDP in a process group, else the model itself.
         self.train_model = distributed.wrap(model, device)
         self.autocast = autocast(device)

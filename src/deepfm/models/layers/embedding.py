@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
@@ -40,11 +40,12 @@ class FeatureEmbedding(nn.Module):
     entries, as its `EmbeddingBag(mode="mean", padding_idx=0)` would; an all-padding row pools
     to zeros.
 
-    The lookups read the tables' weights directly rather than calling the modules: sparse
-    fields' first-order weights are gathered in one lookup, OOV rows are masked instead of
-    relying on `padding_idx` (whose backward is slow on CPU), and a sequence field is pooled by
-    multiplying its table with a `(B, vocabulary_size)` matrix of pooling weights, which suits
-    small vocabularies such as genres.
+    The lookups read the tables' weights directly rather than calling the modules, in work
+    proportional to the rows a batch looks up, never to a table's size: a sparse field is one
+    `index_select` (its OOV rows masked, so index 0 gets no gradient; `padding_idx`'s backward
+    is slow on CPU), a sequence field one `embedding_bag` (mean over non-padding entries). The
+    fields named in `sparse_gradient_fields` (set by the trainer for the tables it updates row
+    by row) return sparse gradients: only the looked-up rows, never a dense `(V, dim)` tensor.
 
     Args:
         schema: the ordered fields, at least one of them sparse; every output follows their
@@ -105,22 +106,35 @@ class FeatureEmbedding(nn.Module):
                     if spec.embedding_dim != fm_embed_dim
                 }
             )
-        # Where each sparse field's rows start in the concatenation of their first-order tables.
-        sizes = [schema.fields[name].vocabulary_size for name in self.sparse_fields]
-        self.register_buffer(
-            "sparse_row_offsets",
-            torch.tensor([0, *itertools.accumulate(sizes)][:-1]),
-            persistent=False,
-        )
+        self.sparse_gradients = False
+
+    def use_sparse_gradients(self, sparse: bool = True) -> None:
+        """Make every table's weight gradient sparse: one row per looked-up index, never a
+        `(V, dim)` tensor (what `deepfm.training.optimizers.CTROptimizer` wants), or dense (the
+        default, which every torch optimizer takes)."""
+        self.sparse_gradients = sparse
+        for _, table in self.named_tables():
+            table.sparse = sparse  # what DistributedDataParallel reads to expect a sparse grad
+
+    def named_tables(self) -> list[tuple[str, nn.Embedding | nn.EmbeddingBag]]:
+        """Every table with the field it belongs to, second-order tables first."""
+        tables = list(self.second_order_embeddings.items())
+        if self.with_first_order:
+            tables += list(self.first_order_embeddings.items())
+        return tables
 
     def forward(self, batch: dict[str, Tensor]) -> EmbeddingViews:
-        sparse_indices = self._sparse_indices(batch)  # (B, S)
-        present = (sparse_indices != 0).float()  # (B, S); 0 marks OOV, whose rows get no gradient
-        poolings = self._poolings(batch)
-        raw_embeddings = self._raw_embeddings(batch, present, poolings)
+        weights = {name: _lookup_weights(batch[name]) for name in self.second_order_embeddings}
+        raw_embeddings = [
+            self._lookup(table.weight, batch[name], weights[name])
+            for name, table in self.second_order_embeddings.items()
+        ]
         first_order = None
         if self.with_first_order:
-            first_order = self._first_order(sparse_indices, present, poolings)  # (B, 1)
+            first_order = sum(
+                self._lookup(table.weight, batch[name], weights[name])
+                for name, table in self.first_order_embeddings.items()
+            )  # (B, 1)
         flat_embeddings = torch.cat(raw_embeddings, dim=1)  # (B, total_dim)
         field_embeddings = None
         if self.with_field_embeddings:
@@ -135,41 +149,12 @@ class FeatureEmbedding(nn.Module):
             )  # (B, F, fm_embed_dim)
         return EmbeddingViews(first_order, field_embeddings, flat_embeddings)
 
-    def _sparse_indices(self, batch: dict[str, Tensor]) -> Tensor:
-        return torch.stack([batch[name] for name in self.sparse_fields], dim=1)  # (B, S)
-
-    def _poolings(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Per sequence field, the `(B, V)` weights that mean-pool its table (see below)."""
-        return {
-            name: _mean_pooling_weights(batch[name], self.second_order_embeddings[name].weight)
-            for name in self.sequence_fields
-        }
-
-    def _raw_embeddings(
-        self, batch: dict[str, Tensor], present: Tensor, poolings: dict[str, Tensor]
-    ) -> list[Tensor]:
-        """Each field's `(B, dim)` vector, in schema order."""
-        raw_embeddings = {}
-        for column, name in enumerate(self.sparse_fields):
-            table = self.second_order_embeddings[name].weight
-            raw_embeddings[name] = table.index_select(0, batch[name]) * present[:, column, None]
-        for name, pooling in poolings.items():
-            raw_embeddings[name] = pooling @ self.second_order_embeddings[name].weight
-        return [raw_embeddings[name] for name in self.second_order_embeddings]
-
-    def _first_order(
-        self, sparse_indices: Tensor, present: Tensor, poolings: dict[str, Tensor]
-    ) -> Tensor:
-        """`(B, 1)`: the sparse fields' weights in one lookup, plus each sequence field's mean."""
-        table = torch.cat(
-            [self.first_order_embeddings[name].weight for name in self.sparse_fields]
-        )  # (sum of sparse vocabularies, 1)
-        rows = (sparse_indices + self.sparse_row_offsets).view(-1)  # (B * S,)
-        weights = table.index_select(0, rows).view_as(present) * present  # (B, S)
-        first_order = weights.sum(dim=1, keepdim=True)
-        for name, pooling in poolings.items():
-            first_order = first_order + pooling @ self.first_order_embeddings[name].weight
-        return first_order
+    def _lookup(self, table: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
+        """`(B, dim)`: the weighted sum of the rows of `indices` (`(B,)` or `(B, max_len)`)."""
+        rows = F.embedding(indices.reshape(-1), table, sparse=self.sparse_gradients)
+        if indices.dim() == 1:
+            return rows * weights
+        return (rows.view(*weights.shape, -1) * weights.unsqueeze(2)).sum(dim=1)
 
 
 def _embedding_table(spec: FieldSpec, dim: int) -> nn.Embedding | nn.EmbeddingBag:
@@ -183,13 +168,11 @@ def _embedding_table(spec: FieldSpec, dim: int) -> nn.Embedding | nn.EmbeddingBa
     return table
 
 
-def _mean_pooling_weights(indices: Tensor, table: Tensor) -> Tensor:
-    """`(B, L)` 0-padded indices -> `(B, V)`: 1 / (non-padding count) at each non-padding index.
-
-    `pooling @ table` is then the mean of each row's non-padding embeddings; column 0 is all
-    zeros, so the padding row gets no gradient.
-    """
-    present = (indices != 0).to(table.dtype)  # (B, L)
-    position_weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)
-    pooling = table.new_zeros(indices.shape[0], table.shape[0])
-    return pooling.scatter_add_(1, indices.long(), position_weights)  # (B, V)
+def _lookup_weights(indices: Tensor) -> Tensor:
+    """The weight of each looked-up row: `(B, 1)` 1/0 for a sparse field (0 for OOV), `(B, L)`
+    1/count over the non-padding entries of a sequence field (all 0 for an all-padding row),
+    so padding and OOV rows add nothing and get no gradient."""
+    present = (indices != 0).float()
+    if indices.dim() == 1:
+        return present.unsqueeze(1)
+    return present / present.sum(dim=1, keepdim=True).clamp(min=1)

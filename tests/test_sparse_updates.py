@@ -1,0 +1,205 @@
+"""Sparse gradients and row-wise Adam against naive references (values, gradients, updates)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from deepfm.config import ExperimentConfig, TrainConfig
+from deepfm.data.schema import FeatureType, FieldSpec, Schema
+from deepfm.models.layers.embedding import FeatureEmbedding
+from deepfm.models.registry import build_model
+from deepfm.training.optimizers import ROW_WISE_MIN_ROWS, CTROptimizer, RowWiseAdam
+
+SCHEMA = Schema.of(
+    [
+        FieldSpec("user_id", FeatureType.SPARSE, 30, 8),
+        FieldSpec("gender", FeatureType.SPARSE, 3, 4),
+        FieldSpec("genres", FeatureType.SEQUENCE, 12, 4, max_len=5),
+    ]
+)
+
+
+def batch_with_oov_and_empty_sequences() -> dict[str, Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    users = torch.randint(0, 30, (16,), generator=generator)
+    users[:3] = torch.tensor([0, 7, 7])  # an OOV row and a duplicate
+    genres = torch.randint(0, 12, (16, 5), generator=generator)
+    genres[0] = 0  # all padding
+    genres[1] = torch.tensor([4, 0, 4, 0, 0])  # a value twice, padding between
+    gender = torch.randint(0, 3, (16,), generator=generator)
+    return {"user_id": users, "gender": gender, "genres": genres}
+
+
+def naive_lookup(table: torch.nn.Module, indices: Tensor) -> Tensor:
+    """The module itself for a sparse field (padding_idx=0: OOV rows are zero, no gradient);
+    for a sequence field, a Python loop: the mean of each row's non-padding entries."""
+    if indices.dim() == 1:
+        return table(indices)
+    rows = []
+    for values in indices:
+        kept = values[values != 0]
+        rows.append(table.weight[kept].mean(0) if len(kept) else torch.zeros(table.weight.shape[1]))
+    return torch.stack(rows)
+
+
+def naive_views(embedding: FeatureEmbedding, batch: dict[str, Tensor]) -> list[Tensor]:
+    raw = [naive_lookup(t, batch[name]) for name, t in embedding.second_order_embeddings.items()]
+    first_order = sum(
+        naive_lookup(t, batch[name]) for name, t in embedding.first_order_embeddings.items()
+    )
+    fields = [
+        embedding.projections[name](vector) if name in embedding.projections else vector
+        for name, vector in zip(embedding.second_order_embeddings, raw, strict=True)
+    ]
+    return [first_order, torch.stack(fields, dim=1), torch.cat(raw, dim=1)]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_values_and_gradients_match_the_modules(sparse: bool) -> None:
+    torch.manual_seed(0)
+    embedding = FeatureEmbedding(SCHEMA, fm_embed_dim=8)
+    reference = copy.deepcopy(embedding)
+    embedding.use_sparse_gradients(sparse)
+    batch = batch_with_oov_and_empty_sequences()
+    weights = [torch.randn(16, 1), torch.randn(16, 3, 8), torch.randn(16, 16)]
+    outputs, expected = embedding(batch), naive_views(reference, batch)
+    for output, target in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(output, target)
+    sum((o * w).sum() for o, w in zip(outputs, weights, strict=True)).backward()
+    sum((o * w).sum() for o, w in zip(expected, weights, strict=True)).backward()
+    for (name, param), reference_param in zip(
+        embedding.named_parameters(), reference.parameters(), strict=True
+    ):
+        grad = param.grad.to_dense() if param.grad.is_sparse else param.grad
+        assert param.grad.is_sparse == (sparse and "projections" not in name), name
+        torch.testing.assert_close(grad, reference_param.grad, msg=name)
+        if "projections" not in name:
+            assert torch.count_nonzero(grad[0]) == 0, f"{name}: the OOV/padding row got a gradient"
+
+
+def test_sparse_gradient_size_does_not_depend_on_the_vocabulary() -> None:
+    """A 100,000-value sequence field: the gradient holds one row per looked-up entry."""
+    schema = Schema.of(
+        [
+            FieldSpec("user_id", FeatureType.SPARSE, 50, 8),
+            FieldSpec("tags", FeatureType.SEQUENCE, 100_000, 8, max_len=10),
+        ]
+    )
+    embedding = FeatureEmbedding(schema, fm_embed_dim=8)
+    embedding.use_sparse_gradients()
+    batch = {
+        "user_id": torch.randint(0, 50, (32,)),
+        "tags": torch.randint(0, 100_000, (32, 10)),
+    }
+    embedding(batch).flat_embeddings.sum().backward()
+    grad = embedding.second_order_embeddings["tags"].weight.grad
+    assert grad.is_sparse and grad._values().shape == (320, 8)
+
+
+def reference_lazy_adam(
+    weight: Tensor,
+    state: dict[str, Tensor],
+    index: Tensor,
+    grad_rows: Tensor,
+    step: int,
+    lr: float,
+    weight_decay: float,
+) -> None:
+    """Adam's formula applied row by row in float64, to the distinct rows of `index` only."""
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    summed: dict[int, Tensor] = {}
+    for row, grad in zip(index.tolist(), grad_rows, strict=True):
+        summed[row] = summed.get(row, 0) + grad.double()
+    for row, grad in summed.items():
+        grad = grad + weight_decay * weight[row]
+        state["m"][row] = beta1 * state["m"][row] + (1 - beta1) * grad
+        state["v"][row] = beta2 * state["v"][row] + (1 - beta2) * grad * grad
+        m_hat = state["m"][row] / (1 - beta1**step)
+        v_hat = state["v"][row] / (1 - beta2**step)
+        weight[row] -= lr * m_hat / (v_hat.sqrt() + eps)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_row_wise_adam_matches_a_row_by_row_reference(weight_decay: float) -> None:
+    torch.manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(20, 3))
+    optimizer = RowWiseAdam([table], lr=0.01, weight_decay=weight_decay)
+    expected = table.detach().double().clone()
+    state = {"m": torch.zeros(20, 3, dtype=torch.float64), "v": torch.zeros_like(expected)}
+    never_seen = 19
+    for step in range(1, 6):
+        index = torch.randint(0, never_seen, (12,))
+        index[:2] = 5  # a duplicate every step
+        grad_rows = torch.randn(12, 3)
+        table.grad = torch.sparse_coo_tensor(index.unsqueeze(0), grad_rows, table.shape)
+        optimizer.step()
+        reference_lazy_adam(expected, state, index, grad_rows, step, 0.01, weight_decay)
+        torch.testing.assert_close(table.detach().double(), expected, rtol=1e-5, atol=1e-6)
+    moments = optimizer.state[table]
+    torch.testing.assert_close(moments["exp_avg"].double(), state["m"], rtol=1e-5, atol=1e-7)
+    assert torch.count_nonzero(moments["exp_avg_sq"][never_seen]) == 0
+
+
+def test_row_wise_adam_leaves_rows_it_did_not_see_alone() -> None:
+    """Lazy semantics: an unseen row keeps its weights and its moments (they do not decay)."""
+    table = torch.nn.Parameter(torch.randn(6, 2))
+    optimizer = RowWiseAdam([table], lr=0.1)
+    table.grad = torch.sparse_coo_tensor(torch.tensor([[1, 2]]), torch.ones(2, 2), table.shape)
+    optimizer.step()
+    before = {k: v.clone() for k, v in optimizer.state[table].items() if torch.is_tensor(v)}
+    row_1 = table.detach()[1].clone()
+    table.grad = torch.sparse_coo_tensor(torch.tensor([[2]]), torch.ones(1, 2), table.shape)
+    optimizer.step()
+    assert torch.equal(table.detach()[1], row_1)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(optimizer.state[table][key][1], before[key][1])
+        assert not torch.equal(optimizer.state[table][key][2], before[key][2])
+
+
+def test_row_wise_adam_equals_dense_adam_when_every_row_is_seen() -> None:
+    torch.manual_seed(0)
+    lazy_table = torch.nn.Parameter(torch.randn(8, 4))
+    dense_table = torch.nn.Parameter(lazy_table.detach().clone())
+    lazy = RowWiseAdam([lazy_table], lr=0.01, weight_decay=1e-3)
+    dense = torch.optim.Adam([dense_table], lr=0.01, weight_decay=1e-3, foreach=False)
+    for _ in range(10):
+        index = torch.cat([torch.randperm(8), torch.randint(0, 8, (5,))])
+        for table in (lazy_table, dense_table):
+            F.embedding(index, table, sparse=table is lazy_table).pow(2).sum().backward()
+        lazy.step()
+        dense.step()
+        lazy_table.grad = dense_table.grad = None
+    torch.testing.assert_close(lazy_table, dense_table, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("policy", "row_wise"),
+    [("adam", set()), ("lazy_adam", {"user_id", "genres", "tags"}), ("auto", {"tags"})],
+)
+def test_embedding_optimizer_picks_the_row_wise_tables(policy: str, row_wise: set[str]) -> None:
+    schema = Schema.of(
+        [
+            FieldSpec("user_id", FeatureType.SPARSE, ROW_WISE_MIN_ROWS - 1, 8),
+            FieldSpec("genres", FeatureType.SEQUENCE, 20, 4, max_len=3),
+            FieldSpec("tags", FeatureType.SEQUENCE, ROW_WISE_MIN_ROWS, 4, max_len=3),
+        ]
+    )
+    model = build_model("deepfm", schema, ExperimentConfig())
+    optimizer = CTROptimizer(model, replace(TrainConfig(), embedding_optimizer=policy))
+    tables = {id(table.weight): name for name, table in model.embedding.named_tables()}
+    chosen = (
+        {tables[id(p)] for p in optimizer.row_wise_adam.param_groups[0]["params"]}
+        if optimizer.row_wise_adam
+        else set()
+    )
+    assert chosen == row_wise
+    dense_tables = {tables[id(p)] for p in optimizer.adam.param_groups[0]["params"]}
+    assert dense_tables == set(schema.fields) - row_wise
+    assert math.isclose(optimizer.adam.param_groups[0]["lr"], 1e-3)
