@@ -31,7 +31,7 @@ from deepfm.config import TrainConfig
 from deepfm.models.layers.embedding import FeatureEmbedding
 
 # Tables with at least this many rows are updated row-wise under `embedding_optimizer: auto`.
-ROW_WISE_MIN_ROWS = 10_000
+ROW_WISE_MIN_ROWS = 100_000
 
 
 class RowWiseAdam(torch.optim.Optimizer):
@@ -40,7 +40,10 @@ class RowWiseAdam(torch.optim.Optimizer):
     A row's update, its moments and its bias correction are those of `torch.optim.Adam`
     (L2 `weight_decay` added to the gradient); rows not in the gradient are left untouched.
     Duplicate indices in an uncoalesced gradient are summed first (with
-    `index_put_(accumulate=True)`, which is serial and so deterministic on the CPU).
+    `index_put_(accumulate=True)`, which is serial and so deterministic on the CPU). The
+    state of a table is one `(V, 3, ...)` tensor: per row the gradient sum (zero between
+    steps), `exp_avg` and `exp_avg_sq`, side by side, so that a step reads and writes each
+    looked-up row of state in one gather and one scatter.
 
     Args:
         params: tables whose gradients are sparse COO tensors.
@@ -72,59 +75,43 @@ class RowWiseAdam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            rows, grads, weights, exp_avgs, exp_avg_sqs = [], [], [], [], []
+            indices, weights, rows = [], [], []
             for param in params:
-                index, grad = self._summed_rows(param)
+                index, values = _sparse_rows(param)
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(param)
-                    state["exp_avg_sq"] = torch.zeros_like(param)
+                    # Per table row: [summed gradient (zero between steps), exp_avg,
+                    # exp_avg_sq], side by side so that one gather reads all three.
+                    state["rows"] = param.new_zeros(len(param), 3, *param.shape[1:])
                 state["step"] += 1
-                rows.append(index)
-                grads.append(grad)
+                # Sum the gradients of duplicate indices, then read each index's row.
+                state["rows"][:, 0].index_put_((index,), values, accumulate=True)
+                indices.append(index)
+                rows.append(state["rows"].index_select(0, index))
                 weights.append(param.index_select(0, index))
-                exp_avgs.append(state["exp_avg"].index_select(0, index))
-                exp_avg_sqs.append(state["exp_avg_sq"].index_select(0, index))
-            self._adam(group, params, grads, weights, exp_avgs, exp_avg_sqs)
-            for param, index, weight, exp_avg, exp_avg_sq in zip(
-                params, rows, weights, exp_avgs, exp_avg_sqs, strict=True
-            ):
+            self._adam(group, params, weights, rows)
+            for param, index, weight, row in zip(params, indices, weights, rows, strict=True):
+                row[:, 0] = 0
                 # Duplicate indices carry identical values, so the writes agree.
-                param.index_copy_(0, index, weight)
-                self.state[param]["exp_avg"].index_copy_(0, index, exp_avg)
-                self.state[param]["exp_avg_sq"].index_copy_(0, index, exp_avg_sq)
-
-    def _summed_rows(self, param: Tensor) -> tuple[Tensor, Tensor]:
-        """The gradient's indices (duplicates kept) and, for each, its row's summed gradient."""
-        grad = param.grad
-        if grad is None or not grad.is_sparse:
-            raise ValueError("RowWiseAdam needs sparse gradients (F.embedding(..., sparse=True))")
-        index, values = grad._indices()[0], grad._values()
-        if grad.is_coalesced():
-            return index, values
-        sums = self._sums.get(param)
-        if sums is None:
-            sums = self._sums[param] = torch.zeros_like(param)
-        sums.index_put_((index,), values, accumulate=True)
-        summed = sums.index_select(0, index)
-        sums.index_fill_(0, index, 0)
-        return index, summed
+                param.index_put_((index,), weight)
+                self.state[param]["rows"].index_put_((index,), row)
 
     def _adam(
         self,
         group: dict[str, Any],
         params: list[Tensor],
-        grads: list[Tensor],
         weights: list[Tensor],
-        exp_avgs: list[Tensor],
-        exp_avg_sqs: list[Tensor],
+        rows: list[Tensor],
     ) -> None:
         """torch.optim.Adam's update of the gathered rows, in place, all tables at once."""
         beta1, beta2 = group["betas"]
         steps = [self.state[param]["step"] for param in params]
+        grads = [row[:, 0] for row in rows]
+        exp_avgs = [row[:, 1] for row in rows]
+        exp_avg_sqs = [row[:, 2] for row in rows]
         if group["weight_decay"]:
-            torch._foreach_add_(grads, weights, alpha=group["weight_decay"])
+            grads = torch._foreach_add(grads, weights, alpha=group["weight_decay"])
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
@@ -133,6 +120,14 @@ class RowWiseAdam(torch.optim.Optimizer):
         torch._foreach_add_(denominators, group["eps"])
         step_sizes = [-group["lr"] / (1 - beta1**step) for step in steps]
         torch._foreach_addcdiv_(weights, exp_avgs, denominators, step_sizes)
+
+
+def _sparse_rows(param: Tensor) -> tuple[Tensor, Tensor]:
+    """A sparse gradient's indices (duplicates kept) and its rows."""
+    grad = param.grad
+    if grad is None or not grad.is_sparse:
+        raise ValueError("RowWiseAdam needs sparse gradients (F.embedding(..., sparse=True))")
+    return grad._indices()[0], grad._values()
 
 
 class CTROptimizer:

@@ -1,0 +1,129 @@
+"""Does training cost grow with the embedding tables? Same rows, table sizes alternating.
+
+Three measurements through `Trainer`'s own loop (synthetic uniform indices, batch 1024,
+one epoch of `--rows` rows per variant per round, variants interleaved; median of the
+per-round ratios, as the CPU's speed drifts):
+
+1. DeepFM with the seed's ml-100k tables against ml-25m-sized ones (162,542 users, 59,048
+   movies), under each `train.embedding_optimizer`;
+2. DeepFM with a 100,000-value sequence field in place of genres (20 values);
+3. where row-wise Adam starts to pay: DeepFM with user and movie tables of N rows each,
+   dense Adam against row-wise Adam.
+
+    python bench/bench_table_size.py [--rows 80000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+
+from bench_models import schema_like, synthetic_dataset
+from deepfm.config import ExperimentConfig
+from deepfm.data.schema import Schema
+from deepfm.models.registry import build_model
+from deepfm.training.trainer import Trainer
+
+CPU = torch.device("cpu")
+
+
+def with_vocabularies(schema: Schema, sizes: dict[str, int]) -> Schema:
+    """`schema` with the vocabulary sizes of the fields in `sizes` replaced."""
+    return Schema.of(
+        [
+            replace(spec, vocabulary_size=sizes.get(name, spec.vocabulary_size))
+            for name, spec in schema.fields.items()
+        ]
+    )
+
+
+class Variant:
+    """One DeepFM + data set + trainer; `epoch()` trains one epoch and returns samples/s."""
+
+    def __init__(self, label: str, schema: Schema, optimizer: str, rows: int) -> None:
+        config = ExperimentConfig()
+        config = replace(config, train=replace(config.train, embedding_optimizer=optimizer))
+        torch.manual_seed(0)
+        self.label = label
+        self.trainer = Trainer(build_model("deepfm", schema, config), config.train, CPU, 42)
+        self.data = synthetic_dataset(schema, rows)
+        self.trainer._train_epoch(synthetic_dataset(schema, 20 * 1024, seed=1), epoch=0)
+        self.epochs = 0
+
+    def epoch(self) -> float:
+        self.epochs += 1
+        start = time.perf_counter()
+        self.trainer._train_epoch(self.data, self.epochs)  # returns a float: synchronised
+        return len(self.data) / (time.perf_counter() - start)
+
+
+def compare(variants: list[Variant], rounds: int) -> dict[str, list[float]]:
+    """Samples/s of each variant per round, the order reversing from round to round."""
+    rates: dict[str, list[float]] = {v.label: [] for v in variants}
+    for round_index in range(rounds):
+        for variant in variants if round_index % 2 == 0 else variants[::-1]:
+            rates[variant.label].append(variant.epoch())
+    return rates
+
+
+def ratio_row(label: str, small: list[float], large: list[float]) -> str:
+    ratios = [b / a for a, b in zip(small, large, strict=True)]
+    return (
+        f"| {label} | {', '.join(f'{r / 1e3:.1f}k' for r in small)} "
+        f"| {', '.join(f'{r / 1e3:.1f}k' for r in large)} "
+        f"| {', '.join(f'{r:.2f}' for r in ratios)} | **{statistics.median(ratios):.2f}** |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=80_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rows:,} rows, "
+        f"{args.rounds} rounds\n"
+    )
+    small, large = schema_like("ml-100k"), schema_like("ml-25m")
+    genres_100k = with_vocabularies(small, {"genres": 100_000})
+    header = "| {} | {} samples/s | {} samples/s | ratio per round | median ratio |\n|---|---|---|---|---|"
+
+    print("DeepFM, ml-100k tables against ml-25m-sized tables (ratio = ml-25m / ml-100k):\n")
+    print(header.format("embedding_optimizer", "ml-100k tables", "ml-25m tables"))
+    for optimizer in ("auto", "adam", "lazy_adam"):
+        pair = [
+            Variant("small", small, optimizer, args.rows),
+            Variant("large", large, optimizer, args.rows),
+        ]
+        rates = compare(pair, args.rounds)
+        print(ratio_row(optimizer, rates["small"], rates["large"]), flush=True)
+
+    print("\nDeepFM, genres (20 values) against a 100,000-value sequence field (max_len 6):\n")
+    print(header.format("embedding_optimizer", "20 values", "100,000 values"))
+    pair = [
+        Variant("small", small, "auto", args.rows),
+        Variant("large", genres_100k, "auto", args.rows),
+    ]
+    rates = compare(pair, args.rounds)
+    print(ratio_row("auto", rates["small"], rates["large"]), flush=True)
+
+    print(
+        "\nDense against row-wise Adam, user and movie tables of N rows each (ratio = row-wise / dense):\n"
+    )
+    print(header.format("rows per table", "adam", "lazy_adam"))
+    for rows in (1_000, 3_000, 10_000, 30_000, 100_000):
+        schema = with_vocabularies(small, {"user_id": rows, "movie_id": rows})
+        pair = [
+            Variant("adam", schema, "adam", args.rows),
+            Variant("lazy", schema, "lazy_adam", args.rows),
+        ]
+        rates = compare(pair, args.rounds)
+        print(ratio_row(f"{rows:,}", rates["adam"], rates["lazy"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
