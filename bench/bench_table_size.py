@@ -7,10 +7,10 @@ per-round ratios, as the CPU's speed drifts):
 1. DeepFM with the seed's ml-100k tables against ml-25m-sized ones (162,542 users, 59,048
    movies), under each `train.embedding_optimizer`;
 2. DeepFM with a 100,000-value sequence field in place of genres (20 values);
-3. where row-wise Adam starts to pay: DeepFM with user and movie tables of N rows each,
-   dense Adam against row-wise Adam.
+3. where row-wise Adam starts to pay (what sets `ROW_WISE_MIN_ROWS`): DeepFM with user
+   and movie tables of N rows each, updated densely or row-wise (the other tables dense).
 
-    python bench/bench_table_size.py [--rows 80000] [--rounds 3]
+    python bench/bench_table_size.py [--rows 80000] [--rounds 3] [--device cuda]
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from bench_models import schema_like, synthetic_dataset
 from deepfm.config import ExperimentConfig
 from deepfm.data.schema import Schema
 from deepfm.models.registry import build_model
+from deepfm.training import optimizers
 from deepfm.training.trainer import Trainer
-
-CPU = torch.device("cpu")
 
 
 def with_vocabularies(schema: Schema, sizes: dict[str, int]) -> Schema:
@@ -44,14 +43,17 @@ def with_vocabularies(schema: Schema, sizes: dict[str, int]) -> Schema:
 class Variant:
     """One DeepFM + data set + trainer; `epoch()` trains one epoch and returns samples/s."""
 
-    def __init__(self, label: str, schema: Schema, optimizer: str, rows: int) -> None:
+    def __init__(
+        self, label: str, schema: Schema, optimizer: str, rows: int, device: torch.device
+    ) -> None:
         config = ExperimentConfig()
         config = replace(config, train=replace(config.train, embedding_optimizer=optimizer))
         torch.manual_seed(0)
         self.label = label
-        self.trainer = Trainer(build_model("deepfm", schema, config), config.train, CPU, 42)
-        self.data = synthetic_dataset(schema, rows)
-        self.trainer._train_epoch(synthetic_dataset(schema, 20 * 1024, seed=1), epoch=0)
+        model = build_model("deepfm", schema, config).to(device)
+        self.trainer = Trainer(model, config.train, device, 42)
+        self.data = synthetic_dataset(schema, rows).to(device)
+        self.trainer._train_epoch(synthetic_dataset(schema, 20 * 1024, seed=1).to(device), 0)
         self.epochs = 0
 
     def epoch(self) -> float:
@@ -83,21 +85,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=80_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rows:,} rows, "
         f"{args.rounds} rounds\n"
     )
     small, large = schema_like("ml-100k"), schema_like("ml-25m")
     genres_100k = with_vocabularies(small, {"genres": 100_000})
-    header = "| {} | {} samples/s | {} samples/s | ratio per round | median ratio |\n|---|---|---|---|---|"
+    header = (
+        "| {} | {} samples/s | {} samples/s | ratio per round | median ratio |\n"
+        "|---|---|---|---|---|"
+    )
 
     print("DeepFM, ml-100k tables against ml-25m-sized tables (ratio = ml-25m / ml-100k):\n")
     print(header.format("embedding_optimizer", "ml-100k tables", "ml-25m tables"))
     for optimizer in ("auto", "adam", "lazy_adam"):
         pair = [
-            Variant("small", small, optimizer, args.rows),
-            Variant("large", large, optimizer, args.rows),
+            Variant("small", small, optimizer, args.rows, device),
+            Variant("large", large, optimizer, args.rows, device),
         ]
         rates = compare(pair, args.rounds)
         print(ratio_row(optimizer, rates["small"], rates["large"]), flush=True)
@@ -105,24 +112,22 @@ def main() -> None:
     print("\nDeepFM, genres (20 values) against a 100,000-value sequence field (max_len 6):\n")
     print(header.format("embedding_optimizer", "20 values", "100,000 values"))
     pair = [
-        Variant("small", small, "auto", args.rows),
-        Variant("large", genres_100k, "auto", args.rows),
+        Variant("small", small, "auto", args.rows, device),
+        Variant("large", genres_100k, "auto", args.rows, device),
     ]
     rates = compare(pair, args.rounds)
     print(ratio_row("auto", rates["small"], rates["large"]), flush=True)
 
-    print(
-        "\nDense against row-wise Adam, user and movie tables of N rows each (ratio = row-wise / dense):\n"
-    )
-    print(header.format("rows per table", "adam", "lazy_adam"))
-    for rows in (1_000, 3_000, 10_000, 30_000, 100_000):
+    print("\nUser and movie tables of N rows each, dense against row-wise (the rest dense):\n")
+    print(header.format("rows per table", "dense Adam", "row-wise Adam"))
+    for rows in (5_000, 20_000, 60_000, 160_000):
         schema = with_vocabularies(small, {"user_id": rows, "movie_id": rows})
-        pair = [
-            Variant("adam", schema, "adam", args.rows),
-            Variant("lazy", schema, "lazy_adam", args.rows),
-        ]
-        rates = compare(pair, args.rounds)
-        print(ratio_row(f"{rows:,}", rates["adam"], rates["lazy"]), flush=True)
+        optimizers.ROW_WISE_MIN_ROWS = 10**9  # read when the trainer builds its optimizer
+        dense = Variant("dense", schema, "auto", args.rows, device)
+        optimizers.ROW_WISE_MIN_ROWS = rows
+        row_wise = Variant("row-wise", schema, "auto", args.rows, device)
+        rates = compare([dense, row_wise], args.rounds)
+        print(ratio_row(f"{rows:,}", rates["dense"], rates["row-wise"]), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ a `VarLenSparseFeat` (mean, padding 0 masked out) for each sequence field, all 1
 the MLP widths, attention layers and heads, batch size and Adam learning rate of `params.yaml`.
 
 Speed (the default): for each pair, `--rounds` rounds; in each round every model of the pair
-trains one epoch on the training split, in an order that reverses from round to round. Ours is
+trains one epoch on the training split, in an order that reverses from round to round. Each side
+runs in its own process (ours sets process-wide allocator thresholds when it trains, see
+`deepfm/training/allocator.py`; DeepCTR-Torch keeps the defaults a user of it gets), one
+process at a time, so the two never compete for the cores. Ours is
 timed around `Trainer._train_epoch` (the loop `Trainer.fit` runs), DeepCTR-Torch's around
 `model.fit(x, y, batch_size, epochs=1, verbose=0)` (its per-row DataLoader included); neither
 includes validation. The CPU's speed drifts from minute to minute, so the number to read is the
@@ -30,6 +33,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import multiprocessing
 import os
 import platform
 import shlex
@@ -343,6 +347,42 @@ def make_runners(
     return ours, TheirRunner(pair.theirs_label, theirs, config.train.batch_size)
 
 
+class SideProcess:
+    """One side of a pair (`ours` or `theirs`) in a process of its own, trained on request.
+
+    `call("warmup")` trains each of its models one short untimed epoch; `call("epoch")` one
+    timed epoch over the training split, returning seconds per model label.
+    """
+
+    def __init__(self, argv: list[str], pair_key: str, side: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve_side, args=(child, argv, pair_key, side))
+        self.process.start()
+        self.labels: list[str] = self.connection.recv()
+
+    def call(self, request: str) -> dict[str, float]:
+        self.connection.send(request)
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send("stop")
+        self.process.join()
+
+
+def _serve_side(connection: Any, argv: list[str], pair_key: str, side: str) -> None:
+    config, args, schema, splits, columns, all_pairs = setup(argv)
+    ours, theirs = make_runners(
+        all_pairs[pair_key], schema, columns, config, config.train.seeds[0], args
+    )
+    runners: list[Runner] = ours if side == "ours" else [theirs]
+    connection.send([runner.label for runner in runners])
+    train = splits["train"]
+    for request in iter(connection.recv, "stop"):
+        split = train.head(WARMUP_ROWS) if request == "warmup" else train
+        connection.send({runner.label: runner.train_epoch(split) for runner in runners})
+
+
 # --------------------------------------------------------------------------- FLOPs
 
 
@@ -421,23 +461,25 @@ def speed(
     args: argparse.Namespace,
 ) -> list[str]:
     train = splits["train"]
-    warmup = train.head(WARMUP_ROWS)
     rows, notes = [], []
     peak = matmul_peak_gflops() if any(pair.cin for pair in pairs) else None
     for pair in pairs:
-        ours, theirs = make_runners(pair, schema, columns, config, config.train.seeds[0], args)
-        runners: list[Runner] = [*ours, theirs]
-        for runner in runners:
-            runner.train_epoch(warmup)
-        rates: dict[str, list[float]] = {runner.label: [] for runner in runners}
+        sides = [SideProcess(args.argv, pair.key, side) for side in ("ours", "theirs")]
+        for side in sides:
+            side.call("warmup")
+        labels = [label for side in sides for label in side.labels]
+        rates: dict[str, list[float]] = {label: [] for label in labels}
         for round_index in range(args.rounds):
-            order = runners if round_index % 2 == 0 else runners[::-1]
-            for runner in order:
-                rates[runner.label].append(len(train) / runner.train_epoch(train))
+            for side in sides if round_index % 2 == 0 else sides[::-1]:
+                for label, seconds in side.call("epoch").items():
+                    rates[label].append(len(train) / seconds)
             log(
                 f"{pair.key} round {round_index + 1}/{args.rounds}: "
                 + ", ".join(f"{label} {thousands(r[-1])}/s" for label, r in rates.items())
             )
+        for side in sides:
+            side.close()
+        ours, theirs = make_runners(pair, schema, columns, config, config.train.seeds[0], args)
         their_rates = rates[theirs.label]
         for runner in ours:
             our_rates = rates[runner.label]
@@ -611,13 +653,20 @@ def parse_args(argv: Sequence[str] | None, pairs: Sequence[str]) -> argparse.Nam
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def setup(
+    argv: Sequence[str] | None,
+) -> tuple[
+    ExperimentConfig, argparse.Namespace, Schema, dict[str, Split], list[Any], dict[str, Pair]
+]:
+    """Params, arguments, schema, the three splits and both libraries' feature columns."""
     import_deepctr()
+    argv = list(sys.argv[1:] if argv is None else argv)
     preliminary = argparse.ArgumentParser(add_help=False)
     preliminary.add_argument("--params", type=Path, default=Path("params.yaml"))
     config = ExperimentConfig.from_yaml(preliminary.parse_known_args(argv)[0].params)
     all_pairs = make_pairs(config)
     args = parse_args(argv, list(all_pairs))
+    args.argv = argv
     if args.threads:
         torch.set_num_threads(args.threads)
     args.data_dir = args.data_dir or config.data.processed_path
@@ -627,7 +676,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         name: load_split(args.data_dir / f"{name}.parquet", schema, device)
         for name in ("train", "val", "test")
     }
-    columns = deepctr_columns(schema)
+    return config, args, schema, splits, deepctr_columns(schema), all_pairs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config, args, schema, splits, columns, all_pairs = setup(argv)
     pairs = [all_pairs[key] for key in args.pairs]
 
     mode: Callable[..., list[str]] = quality if args.auc else speed
