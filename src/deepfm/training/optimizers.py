@@ -31,7 +31,7 @@ from deepfm.config import TrainConfig
 from deepfm.models.layers.embedding import FeatureEmbedding
 
 # Tables with at least this many rows are updated row-wise under `embedding_optimizer: auto`.
-ROW_WISE_MIN_ROWS = 100_000
+ROW_WISE_MIN_ROWS = 50_000
 
 
 class RowWiseAdam(torch.optim.Optimizer):
