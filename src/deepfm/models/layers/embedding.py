@@ -41,11 +41,10 @@ class FeatureEmbedding(nn.Module):
     to zeros.
 
     The lookups read the tables' weights directly rather than calling the modules, in work
-    proportional to the rows a batch looks up, never to a table's size: a sparse field is one
-    `index_select` (its OOV rows masked, so index 0 gets no gradient; `padding_idx`'s backward
-    is slow on CPU), a sequence field one `embedding_bag` (mean over non-padding entries). The
-    fields named in `sparse_gradient_fields` (set by the trainer for the tables it updates row
-    by row) return sparse gradients: only the looked-up rows, never a dense `(V, dim)` tensor.
+    proportional to the rows a batch looks up, never to a table's size: a sparse field is
+    one row gather (OOV rows multiplied by 0, so index 0 gets no gradient), a sequence field
+    a gather of its `batch x max_len` rows and a masked mean. After `use_sparse_gradients()`
+    (the trainer calls it) every table's gradient is sparse: one row per looked-up index.
 
     Args:
         schema: the ordered fields, at least one of them sparse; every output follows their
