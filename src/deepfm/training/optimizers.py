@@ -40,7 +40,8 @@ class RowWiseAdam(torch.optim.Optimizer):
     A row's update, its moments and its bias correction are those of `torch.optim.Adam`
     (L2 `weight_decay` added to the gradient); rows not in the gradient are left untouched.
     Duplicate indices in an uncoalesced gradient are summed first (with
-    `index_put_(accumulate=True)`, which is serial and so deterministic on the CPU). The
+    `index_add_`, deterministic on the CPU; `index_put_(accumulate=True)` is faster but its
+    float sums change from run to run). The
     state of a table is one `(V, 3, ...)` tensor: per row the gradient sum (zero between
     steps), `exp_avg` and `exp_avg_sq`, side by side, so that a step reads and writes each
     looked-up row of state in one gather and one scatter.
@@ -86,7 +87,7 @@ class RowWiseAdam(torch.optim.Optimizer):
                     state["rows"] = param.new_zeros(len(param), 3, *param.shape[1:])
                 state["step"] += 1
                 # Sum the gradients of duplicate indices, then read each index's row.
-                state["rows"][:, 0].index_put_((index,), values, accumulate=True)
+                state["rows"][:, 0].index_add_(0, index, values)
                 indices.append(index)
                 rows.append(state["rows"].index_select(0, index))
                 weights.append(param.index_select(0, index))
@@ -188,8 +189,8 @@ class CTROptimizer:
         for table in self.dense_tables:
             if table.grad is not None and table.grad.is_sparse:
                 grad = table.grad
-                table.grad = torch.zeros_like(table).index_put_(
-                    (grad._indices()[0],), grad._values(), accumulate=True
+                table.grad = torch.zeros_like(table).index_add_(
+                    0, grad._indices()[0], grad._values()
                 )
         self.adam.step()
         if self.row_wise_adam is not None:
