@@ -49,6 +49,7 @@ from deepfm.config_values import (
 from deepfm.data.fields import FIELD_DEFS
 from deepfm.model_config import ModelConfig
 from deepfm.params_file import ConfigError, describe_error, read_params_file
+from deepfm.tune_config import TuneConfig, check_key, endpoints
 
 Dataset = Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
@@ -280,6 +281,7 @@ class ExperimentConfig:
         model: the `model` section, one subsection per model (`ModelConfig`).
         train: the `train` section (`TrainConfig`).
         tracking: the `tracking` section (`TrackingConfig`).
+        tune: the `tune` section (`TuneConfig`): hyperparameter search.
 
     Example::
 
@@ -292,6 +294,7 @@ class ExperimentConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
 
     @model_validator(mode="after")
     def _check_across_keys(self) -> ExperimentConfig:
@@ -322,6 +325,7 @@ class ExperimentConfig:
                 f"model.xdeepfm.cin_layer_sizes must be even but the last while "
                 f"model.xdeepfm.cin_split_half is true, got {list(xdeepfm.cin_layer_sizes)}"
             )
+        _check_tune_names(self.tune)
         return self
 
     @classmethod
@@ -336,10 +340,38 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ExperimentConfig:
         """Validate nested plain values; the first problem becomes a one-line `ConfigError`."""
-        try:
-            return _ADAPTER.validate_python(values)
-        except ValidationError as err:
-            raise ConfigError(describe_error(err.errors()[0], cls)) from None
+        config = _validate(values)
+        config.check_tune_space()
+        return config
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
+        """A validated copy with dotted keys replaced: `{"train.lr": 3e-3}`."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            *sections, last = key.split(".")
+            section = values
+            for name in sections:
+                section = section.get(name) if isinstance(section, dict) else None
+            if not isinstance(section, dict) or last not in section:
+                raise ConfigError(f"unknown key {key!r}")
+            section[last] = value
+        return _validate(values)
+
+    def check_tune_space(self) -> None:
+        """A `ConfigError` unless both ends of every range and every choice in
+        `tune.space` make a valid configuration."""
+        base = self.to_dict()
+        del base["tune"]  # checked here; the other sections are what a trial changes
+        plain = _validate(base)
+        for model, space in self.tune.space.items():
+            for key, distribution in space.items():
+                for value in endpoints(distribution):
+                    try:
+                        plain.with_overrides({key: value})
+                    except ConfigError as err:
+                        raise ConfigError(
+                            f"tune.space.{model}.{key}: {value!r} is not a valid value: {err}"
+                        ) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts and lists, as they would appear in `params.yaml`."""
@@ -361,3 +393,25 @@ class ExperimentConfig:
 
 
 _ADAPTER = TypeAdapter(ExperimentConfig)
+
+
+def _validate(values: Mapping[str, Any]) -> ExperimentConfig:
+    """Validate nested plain values; the first problem becomes a one-line `ConfigError`."""
+    try:
+        return _ADAPTER.validate_python(values)
+    except ValidationError as err:
+        raise ConfigError(describe_error(err.errors()[0], ExperimentConfig)) from None
+
+
+def _check_tune_names(tune: TuneConfig) -> None:
+    """A `ValueError` unless `tune` names real models, each listed one with a space."""
+    valid = list(ModelConfig.names())
+    for model in (*tune.models, *tune.space):
+        if model not in valid:
+            raise ValueError(f"tune names unknown model {model!r}; choose from {valid}")
+    for model in tune.models:
+        if not tune.space.get(model):
+            raise ValueError(f"tune.models lists {model!r} but tune.space.{model} is empty")
+    for model, space in tune.space.items():
+        for key in space:
+            check_key(model, key)
