@@ -10,8 +10,11 @@ choice make a valid configuration, so a bad space fails before the first trial.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
+import yaml
 from pydantic import (
     BeforeValidator,
     Field,
@@ -25,7 +28,9 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 
+from deepfm import atomic
 from deepfm.config_values import SECTION, Count, Distinct, Seed
+from deepfm.params_file import read_params_file
 
 # Settings a trial may change besides its own model's section (`model.<name>.<key>`).
 # Per-field embedding widths are fixed by `prepare` (the schema); `feature.fm_embed_dim`,
@@ -188,3 +193,38 @@ DEEPFM_SPACE: dict[str, Distribution] = {
     "model.deepfm.hidden_units": Choice(choices=([128, 64], [256, 128], [400, 400, 400])),
     "model.deepfm.dropout": FloatRange(low=0.0, high=0.5),
 }
+
+
+def tuned_params_path(model: str) -> Path:
+    """`reports/tuning/<model>.yaml`: the best trial's settings, a params file."""
+    return Path("reports") / "tuning" / f"{model}.yaml"
+
+
+def write_tuned_params(path: Path, overrides: Mapping[str, Any], header: str) -> None:
+    """Write dotted-key settings as a nested params file (comment lines `header` first),
+    atomically: `{"train.lr": 3e-3}` becomes `train: {lr: 0.003}`."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *sections, last = key.split(".")
+        section = nested
+        for name in sections:
+            section = section.setdefault(name, {})
+        section[last] = list(value) if isinstance(value, tuple) else value
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    body = yaml.safe_dump(nested, sort_keys=False, default_flow_style=None)
+    atomic.write_text(path, comments + body)
+
+
+def read_tuned_params(path: Path) -> dict[str, Any]:
+    """The dotted-key settings of a tuned params file (`write_tuned_params`'s output)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            flat[prefix] = value
+
+    walk("", read_params_file(path))
+    return flat
