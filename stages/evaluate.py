@@ -40,6 +40,7 @@ from deepfm.data.prepared import prepared_data_fingerprint
 from deepfm.errors import UserError
 from deepfm.models.registry import SavedModel, load_model
 from deepfm.predict import dataset_logits, resolve_device
+from deepfm.tune_config import tuned_row
 
 logger = logging.getLogger("deepfm.evaluate")
 
@@ -107,10 +108,12 @@ def save_figure(path: Path, stem: str, title: str, curves: dict[int, metrics.Cur
     figure.savefig(path, dpi=100, bbox_inches="tight")
 
 
-def load_seed(config: ExperimentConfig, name: str, seed: int, data_fingerprint: str) -> SavedModel:
-    """The model of `models/<name>/seed-<seed>/`, refused unless it is that model and seed,
-    trained on the prepared data whose fingerprint is `data_fingerprint`."""
-    model_pt = Path("models") / name / f"seed-{seed}" / "model.pt"
+def load_seed(
+    config: ExperimentConfig, row: str, name: str, seed: int, data_fingerprint: str
+) -> SavedModel:
+    """The model of `models/<row>/seed-<seed>/`, refused unless it is model `name` and that
+    seed, trained on the prepared data whose fingerprint is `data_fingerprint`."""
+    model_pt = Path("models") / row / f"seed-{seed}" / "model.pt"
     saved = load_model(model_pt)
     if saved.name != name or saved.seed != seed:
         raise ConfigError(
@@ -135,13 +138,16 @@ def history_curve(path: Path) -> metrics.Curve:
     }
 
 
-def evaluate(config: ExperimentConfig, name: str) -> dict:
+def evaluate(config: ExperimentConfig, name: str, row: str = "") -> dict:
+    """Test metrics and curves of model `name` over every seed, as leaderboard row `row`
+    (default: `name`; `deepfm_tuned` for a tuned configuration)."""
+    row = row or name
     processed = config.data.processed_path
     test_path = processed / "test.parquet"
     if pq.read_metadata(test_path).num_rows == 0:
         raise EvaluateError(f"{test_path} has no rows: there is nothing to evaluate")
     seeds = config.train.seeds
-    folders = {seed: Path("models") / name / f"seed-{seed}" for seed in seeds}
+    folders = {seed: Path("models") / row / f"seed-{seed}" for seed in seeds}
     # Everything is checked before a file is written or a run touched.
     runs = tracking.FinishedRuns()
     run_ids = {}
@@ -150,7 +156,7 @@ def evaluate(config: ExperimentConfig, name: str) -> dict:
         runs.check(run_ids[seed], folder / "run.json")
     first = load_model(folders[seeds[0]] / "model.pt")
     data_fingerprint = prepared_data_fingerprint(processed, first.schema)
-    saved = {seed: load_seed(config, name, seed, data_fingerprint) for seed in seeds}
+    saved = {seed: load_seed(config, row, name, seed, data_fingerprint) for seed in seeds}
     test_ds = CTRDataset.from_parquet(test_path, first.schema)
     device = resolve_device(config.train.device)
 
@@ -182,7 +188,7 @@ def evaluate(config: ExperimentConfig, name: str) -> dict:
         "parameters": sum(p.numel() for p in first.model.parameters() if p.requires_grad),
         "test_rows": len(test_ds),
     }
-    report_dir = Path("reports/models") / name
+    report_dir = Path("reports/models") / row
     with atomic.replace_dir(report_dir) as new:
         atomic.write_text(
             new / "metrics.json", json.dumps(report, indent=2, allow_nan=False) + "\n"
@@ -194,12 +200,12 @@ def evaluate(config: ExperimentConfig, name: str) -> dict:
             "val_auc": ("epoch", "val_auc"),
         }.items():
             atomic.write_text(new / f"{stem}.csv", long_csv(curves[stem], columns))
-            save_figure(new / f"{stem}.png", stem, name, curves[stem])
+            save_figure(new / f"{stem}.png", stem, row, curves[stem])
 
-    log_to_runs(runs, name, run_ids, per_seed, curves, report, report_dir)
+    log_to_runs(runs, row, run_ids, per_seed, curves, report, report_dir)
     logger.info(
         "%s: test AUC %.4f ± %.4f over seeds %s",
-        *(name, mean["test_auc"], std["test_auc"], list(seeds)),
+        *(row, mean["test_auc"], std["test_auc"], list(seeds)),
     )
     return report
 
@@ -233,10 +239,15 @@ def log_to_runs(
 
 
 def main(config: ExperimentConfig, args: argparse.Namespace) -> None:
-    if args.dvc_stage:  # `evaluate@<model>`: found among train.models
-        args.model = matrix_item(args.dvc_stage, {"model": config.train.models})["model"]
+    if args.dvc_stage:  # `evaluate@<model>` (train.models) or `evaluate_tuned@<model>`
+        args.tuned = args.dvc_stage.rsplit(":", 1)[-1].startswith("evaluate_tuned@")
+        models = config.tune.models if args.tuned else config.train.models
+        args.model = matrix_item(args.dvc_stage, {"model": models})["model"]
     check_model_name(args.model)
-    evaluate(config, args.model)
+    if args.tuned:
+        evaluate(config.tuned(args.model), args.model, tuned_row(args.model))
+    else:
+        evaluate(config, args.model)
 
 
 if __name__ == "__main__":
@@ -244,4 +255,7 @@ if __name__ == "__main__":
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="a model trained by `train`")
     which.add_argument("--dvc-stage", help="DVC's $DVC_STAGE (`evaluate@<model>`)")
+    parser.add_argument(
+        "--tuned", action="store_true", help="evaluate <model>_tuned (trained with --tuned)"
+    )
     run_stage(main, parser)

@@ -55,6 +55,7 @@ from deepfm.training.trainer import (
     TrainResult,
     checkpointed_run_id,
 )
+from deepfm.tune_config import tuned_row
 
 logger = logging.getLogger("deepfm.train")
 
@@ -111,9 +112,13 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train(config: ExperimentConfig, name: str, seed: int, device: torch.device) -> TrainResult:
-    """Fit model `name` with `seed` on `device` and record it; in a process group every rank
-    trains and rank 0 alone writes the outputs and talks to MLflow."""
+def train(
+    config: ExperimentConfig, name: str, seed: int, device: torch.device, row: str = ""
+) -> TrainResult:
+    """Fit model `name` with `seed` on `device` and record it as leaderboard row `row`
+    (default: `name`; `deepfm_tuned` for a tuned configuration); in a process group every
+    rank trains and rank 0 alone writes the outputs and talks to MLflow."""
+    row = row or name
     writer = distributed.rank() == 0
     processed = config.data.processed_path
     schema = Schema.load(processed / "schema.json")
@@ -121,11 +126,11 @@ def train(config: ExperimentConfig, name: str, seed: int, device: torch.device) 
     train_ds = CTRDataset.from_parquet(processed / "train.parquet", schema)
     val_ds = CTRDataset.from_parquet(processed / "val.parquet", schema)
     raw_fingerprint = json.loads((config.data.raw_path / FINGERPRINT_FILE).read_text())
-    folder = seed_folder(name, seed)
+    folder = seed_folder(row, seed)
     checkpoint = folder.with_name(f"{folder.name}.checkpoint.pt")
     run_key = hashlib.sha256(
         json.dumps(
-            [name, seed, config.to_dict(), raw_fingerprint["fingerprint"], data_fingerprint],
+            [row, seed, config.to_dict(), raw_fingerprint["fingerprint"], data_fingerprint],
             sort_keys=True,
         ).encode()
     ).hexdigest()
@@ -146,9 +151,9 @@ def train(config: ExperimentConfig, name: str, seed: int, device: torch.device) 
 
     raw = read_raw(config.data.raw_path)
     tags = tracking.default_tags(raw_fingerprint["fingerprint"], device=str(device))
-    tags |= {"model": name, "seed": str(seed), "world_size": str(world)}
+    tags |= {"model": row, "architecture": name, "seed": str(seed), "world_size": str(world)}
     run_id = checkpointed_run_id(checkpoint, run_key)
-    with open_run(config, name, seed, run_id, tags) as run:
+    with open_run(config, row, seed, run_id, tags) as run:
         run.log_datasets({context: processed / file for context, file in SPLITS.items()})
 
         def log_epoch(record: EpochRecord) -> None:
@@ -175,13 +180,13 @@ def train(config: ExperimentConfig, name: str, seed: int, device: torch.device) 
         model_uri = run.log_model(folder / "model.pt", processed / "vocab", input_example=example)
         run.register_model(
             model_uri,
-            f"{name}-{config.data.dataset}",
+            f"{row}-{config.data.dataset}",
             result.best_val_auc,
             tracking.file_digest(processed / SPLITS["validation"]),
         )
     logger.info(
         "%s seed %d: best val AUC %.4f at epoch %d",
-        name,
+        row,
         seed,
         result.best_val_auc,
         result.best_epoch,
@@ -201,21 +206,28 @@ def open_run(
     return tracking.RunTracker.start(
         config.tracking.experiment_name,
         run_name=f"{name}-seed-{seed}",
-        params=config.flat() | {"model": name, "seed": seed},
+        # The search space is not a setting of this run (a tuned run's values are applied).
+        params={k: v for k, v in config.flat().items() if not k.startswith("tune.")}
+        | {"model": name, "seed": seed},
         tags=tags,
     )
 
 
 def main(config: ExperimentConfig, args: argparse.Namespace) -> None:
-    if args.dvc_stage:  # `train@<model>-<seed>`: found among train.models x train.seeds
-        item = matrix_item(
-            args.dvc_stage, {"model": config.train.models, "seed": config.train.seeds}
-        )
+    if args.dvc_stage:
+        # `train@<model>-<seed>` (train.models x train.seeds) or `train_tuned@<model>-<seed>`
+        # (tune.models x train.seeds)
+        args.tuned = args.dvc_stage.rsplit(":", 1)[-1].startswith("train_tuned@")
+        models = config.tune.models if args.tuned else config.train.models
+        item = matrix_item(args.dvc_stage, {"model": models, "seed": config.train.seeds})
         args.model, args.seed = item["model"], item["seed"]
     if args.seed is None:
         raise ConfigError(f"--model needs --seed, one of train.seeds {list(config.train.seeds)}")
     check_model_name(args.model)
     check_seed(args.seed, config)
+    row = args.model
+    if args.tuned:
+        config, row = config.tuned(args.model), tuned_row(args.model)
     device, nproc = resolve_device(config.train.device), config.train.nproc
     if nproc > 1 and not distributed.under_torchrun():
         if device.type == "cuda" and nproc > torch.cuda.device_count():
@@ -223,9 +235,9 @@ def main(config: ExperimentConfig, args: argparse.Namespace) -> None:
             raise ConfigError(f"train.nproc is {nproc} but there are {count} CUDA devices")
         logger.info("running under torchrun with %d processes", nproc)
         argv = [__file__, "--model", args.model, "--seed", str(args.seed), "--params", args.params]
-        sys.exit(distributed.launch(nproc, argv))
+        sys.exit(distributed.launch(nproc, argv + ["--tuned"] * args.tuned))
     with distributed.process_group(device) as rank_device:
-        train(config, args.model, args.seed, rank_device)
+        train(config, args.model, args.seed, rank_device, row)
 
 
 if __name__ == "__main__":
@@ -235,6 +247,11 @@ if __name__ == "__main__":
     which.add_argument("--model", help="a name under params.yaml `model:` (with --seed)")
     which.add_argument("--dvc-stage", help="DVC's $DVC_STAGE (`train@<model>-<seed>`)")
     parser.add_argument("--seed", type=int, help="one of params.yaml `train.seeds`")
+    parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help="train the tuned configuration (reports/tuning/<model>.yaml) as <model>_tuned",
+    )
     try:
         run_stage(main, parser)
     except KeyboardInterrupt as stop:

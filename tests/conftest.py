@@ -83,6 +83,7 @@ def make_workspace(work: Path, raw_dir: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"].pop("seed", None)  # params.yaml before `train.seeds`
     params["train"].update(models=["deepfm"], seeds=[42], max_epochs=2, batch_size=256)
+    params["tune"]["models"] = []  # no reports/tuning/<model>.yaml here
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     config = ExperimentConfig.from_yaml(work / "params.yaml")
     data = replace(
@@ -117,6 +118,7 @@ def dvc_repo(tmp_path) -> Path:
     shutil.copytree(ROOT / "src" / "deepfm", repo / "src" / "deepfm", ignore=ignore)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["train"].update(models=["deepfm"], seeds=[42, 43], max_epochs=2, batch_size=256)
+    params["tune"]["models"] = []  # no tuned rows (tests/test_tuned_rows.py adds one)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")
     tables = parse_ml100k(write_ml100k_folder(tmp_path / "release"))

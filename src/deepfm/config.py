@@ -49,7 +49,13 @@ from deepfm.config_values import (
 from deepfm.data.fields import FIELD_DEFS
 from deepfm.model_config import ModelConfig
 from deepfm.params_file import ConfigError, describe_error, read_params_file
-from deepfm.tune_config import TuneConfig, check_key, endpoints
+from deepfm.tune_config import (
+    TuneConfig,
+    check_key,
+    endpoints,
+    read_tuned_params,
+    tuned_params_path,
+)
 
 Dataset = Literal["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
@@ -356,6 +362,22 @@ class ExperimentConfig:
                 raise ConfigError(f"unknown key {key!r}")
             section[last] = value
         return _validate(values)
+
+    def tuned(self, model: str) -> ExperimentConfig:
+        """This config with `model`'s tuned settings (`reports/tuning/<model>.yaml`) applied."""
+        path = tuned_params_path(model)
+        if not path.is_file():
+            raise ConfigError(
+                f"{path} not found: tune.models lists {model!r}; run `deepfm tune --model "
+                f"{model}` first, or remove it from tune.models"
+            )
+        overrides = read_tuned_params(path)
+        try:
+            for key in overrides:
+                check_key(model, key)
+            return self.with_overrides(overrides)
+        except ValueError as err:  # ConfigError included
+            raise ConfigError(f"{path}: {err}") from None
 
     def check_tune_space(self) -> None:
         """A `ConfigError` unless both ends of every range and every choice in

@@ -195,6 +195,14 @@ DEEPFM_SPACE: dict[str, Distribution] = {
 }
 
 
+TUNED_SUFFIX = "_tuned"
+
+
+def tuned_row(model: str) -> str:
+    """The name of `model`'s tuned configuration on the leaderboard and under `models/`."""
+    return model + TUNED_SUFFIX
+
+
 def tuned_params_path(model: str) -> Path:
     """`reports/tuning/<model>.yaml`: the best trial's settings, a params file."""
     return Path("reports") / "tuning" / f"{model}.yaml"
