@@ -1,9 +1,10 @@
 """MLflow tracking: where runs are stored, and each training's run, datasets and model.
 
 This package is the only code that imports mlflow: `store.py` (the URI, the store's health,
-the experiment), `runs.py` (`RunTracker`, `FinishedRuns`) and `pyfunc.py` (`CTRPyfunc`, the
-logged model). Runs go to `MLFLOW_TRACKING_URI` when it is set (a SQLite file, or a shared
-`mlflow server` over http), else to the SQLite store `mlflow.db` in the project root,
+the experiment), `runs.py` (`RunTracker`, `FinishedRuns`), `pyfunc.py` (`CTRPyfunc`, the
+logged model) and `studies.py` (`StudyRun`, `TrialRun`: a `deepfm tune` study's parent run
+and its nested trial runs). Runs go to `MLFLOW_TRACKING_URI` when it is set (a SQLite file,
+or a shared `mlflow server` over http), else to the SQLite store `mlflow.db` in the project root,
 with artifacts in `mlartifacts/` beside it; never to the deprecated `./mlruns` file store.
 
 A training run (`RunTracker`) opens when training starts, streams each epoch's metrics,
@@ -37,13 +38,16 @@ from deepfm.tracking.store import (
     open_experiment,
     tracking_uri,
 )
+from deepfm.tracking.studies import StudyRun, TrialRun
 
 __all__ = [
     "CHAMPION",
     "CTRPyfunc",
     "FinishedRuns",
     "RunTracker",
+    "StudyRun",
     "TrackingError",
+    "TrialRun",
     "check_tracking_server",
     "default_tags",
     "file_digest",
