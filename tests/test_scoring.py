@@ -20,7 +20,8 @@ from deepfm.data.dataset import CTRDataset
 from deepfm.data.prepare import prepare, raw_feature_frame, split_rows
 from deepfm.data.raw import read_raw
 from deepfm.metrics import log_loss
-from deepfm.models.registry import build_model, load_model, save_model
+from deepfm.models.registry import MODELS, build_model, load_model, save_model
+from deepfm.tracking import RunTracker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,3 +193,36 @@ def test_cli_pyfunc_and_evaluate_stage_agree(workspace, tmp_path, monkeypatch):
     report = json.loads((workspace / "reports/models/deepfm/metrics.json").read_text())
     cli_logloss = log_loss(test.labels, torch.logit(torch.tensor(cli, dtype=torch.float64)))
     assert cli_logloss == pytest.approx(report["seeds"]["42"]["test_logloss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_scores_raw_rows_as_it_scores_the_prepared_test_split(
+    name, tmp_path, small_config, monkeypatch
+):
+    """`deepfm score` and the logged MLflow pyfunc, on raw rows, give each registered model's
+    own probabilities for the same rows as `prepare` encoded them."""
+    schema = prepare(small_config.data, small_config.feature)
+    torch.manual_seed(0)
+    model = build_model(name, schema, small_config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)  # far from the near-constant initial output
+    folder = tmp_path / "models" / name
+    save_model(folder / "model.pt", name, model, schema, small_config)
+    raw = read_raw(small_config.data.raw_path)
+    test_rows = split_rows(raw.ratings["timestamp"].to_numpy(), small_config.data)["test"]
+    frame = raw_feature_frame(raw, test_rows, SEED_FIELDS)
+
+    scored = score(folder, frame, tmp_path)["probability"].to_numpy()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with RunTracker.start("serving-test", name, {}, {}) as run:
+        uri = run.log_model(folder / "model.pt", small_config.data.processed_path / "vocab", frame)
+    served = np.asarray(mlflow.pyfunc.load_model(uri).predict(frame))
+
+    test = CTRDataset.from_parquet(small_config.data.processed_path / "test.parquet", schema)
+    model.eval()
+    with torch.no_grad():
+        own = torch.sigmoid(model(test.batch(torch.arange(len(test)))[0])).numpy()
+    assert own.std() > 0.05  # the rows get distinct scores, so a mix-up would show
+    np.testing.assert_allclose(scored, own, atol=1e-6)
+    np.testing.assert_allclose(served, own, atol=1e-6)

@@ -249,6 +249,10 @@ class TrainConfig:
         "deepfm",
         "xdeepfm",
         "attention_deepfm",
+        "wide_deep",
+        "dcnv2",
+        "finalmlp",
+        "autoint",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     nproc: Count = 1
