@@ -537,3 +537,13 @@ def test_the_command_fails_in_one_line_without_a_traceback(project):
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert "tune.space has no keys for 'fm'" in line
+
+
+def test_the_first_trial_is_the_configuration_params_yaml_holds(reference):
+    """lr 0.001 and dropout 0.0 are params.yaml's values; its hidden units ([256, 128]) are
+    not among this space's choices, so the sampler picks those."""
+    first = load_study(reference).trials[0]
+    assert first.user_attrs["params_yaml_default"] is True
+    assert first.params["train.lr"] == 0.001
+    assert first.params["model.deepfm.dropout"] == 0.0
+    assert not any("params_yaml_default" in t.user_attrs for t in load_study(reference).trials[1:])

@@ -168,7 +168,7 @@ class TuneConfig:
     trials: Count = 40
     sampler_seed: Seed = 42
     seed: Seed = 42
-    warmup_epochs: Count = 2
+    warmup_epochs: Count = 4
     space: dict[StrictStr, dict[StrictStr, Distribution]] = dataclasses.field(
         default_factory=lambda: {"deepfm": DEEPFM_SPACE}
     )
@@ -185,10 +185,10 @@ def check_key(model: str, key: str) -> None:
 
 
 DEEPFM_SPACE: dict[str, Distribution] = {
-    "train.lr": FloatRange(low=3e-4, high=1e-2, log=True),
-    "train.embedding_l2": FloatRange(low=1e-8, high=1e-4, log=True),
-    "train.weight_decay": FloatRange(low=1e-8, high=1e-4, log=True),
-    "train.batch_size": Choice(choices=(512, 1024, 2048, 4096)),
+    "train.lr": FloatRange(low=2e-4, high=5e-3, log=True),
+    "train.embedding_l2": FloatRange(low=1e-9, high=1e-4, log=True),
+    "train.weight_decay": FloatRange(low=1e-9, high=1e-4, log=True),
+    "train.batch_size": Choice(choices=(512, 1024, 2048)),
     "feature.fm_embed_dim": Choice(choices=(8, 16, 32)),
     "model.deepfm.hidden_units": Choice(choices=([128, 64], [256, 128], [400, 400, 400])),
     "model.deepfm.dropout": FloatRange(low=0.0, high=0.5),

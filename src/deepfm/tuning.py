@@ -18,6 +18,10 @@ not count; one command at a time may use a study (a lock beside the file). A stu
 settings it was started with (every params key that changes a trial's result, and the
 prepared data's fingerprint) and refuses to resume under others.
 
+The first trial of a new study is the configuration `params.yaml` itself holds (each key's
+value clipped into its range; user attr `params_yaml_default`), so the study's best is
+never worse on validation than the untuned model.
+
 Proposals do not depend on how often a study was interrupted: before each trial the sampler
 is a fresh `TPESampler` seeded from `tune.sampler_seed` and the number of trials finished
 so far (TPE keeps no other state; it reads the finished trials from the storage). So a
@@ -59,7 +63,7 @@ from deepfm.predict import resolve_device
 from deepfm.training.trainer import DivergedError, EpochRecord, Trainer, TrainResult
 from deepfm.tune_config import tuned_params_path
 from deepfm.tuning_reports import write_reports
-from deepfm.tuning_space import decode_params, search_distributions
+from deepfm.tuning_space import decode_params, default_params, search_distributions
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +72,12 @@ SPLITS = ("schema.json", "train.parquet", "val.parquet")  # all tuning reads; ne
 PRUNER_STARTUP_TRIALS = 5  # completed trials before any trial may be pruned
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Study and trial user attrs.
-SETTINGS_ATTR, RUN_ATTR, EPOCHS_ATTR, DIVERGED_ATTR = (
+SETTINGS_ATTR, RUN_ATTR, EPOCHS_ATTR, DIVERGED_ATTR, DEFAULT_ATTR = (
     "settings",
     "mlflow_run_id",
     "epochs",
     "diverged",
+    "params_yaml_default",
 )
 
 
@@ -291,6 +296,9 @@ def run_trials(
         "study %s: %d finished trials, running %d more in %s",
         *(study.study_name, finished, target - finished, study_db_path(model)),
     )
+    if not study.trials:
+        # The first trial is params.yaml's own configuration: the tuned one can only beat it.
+        study.enqueue_trial(default_params(space, config), user_attrs={DEFAULT_ATTR: True})
     bar = tqdm(total=target, initial=finished, desc=f"tune {model}", unit="trial", disable=None)
     with bar, _quiet_epochs():
         while finished < target:

@@ -19,6 +19,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from deepfm.config import ExperimentConfig
 from deepfm.tune_config import Choice, Distribution, FloatRange
 
 
@@ -52,6 +53,24 @@ def decode_params(space: Mapping[str, Distribution], params: Mapping[str, Any]) 
             value = json.loads(value)
         values[key] = value
     return values
+
+
+def default_params(space: Mapping[str, Distribution], config: ExperimentConfig) -> dict[str, Any]:
+    """The trial that stands for `config`'s own settings, as Optuna params: each key's value
+    in `config`, clipped into its range (a 0.0 L2 becomes the range's low end); a key whose
+    value is not among its choices is left to the sampler."""
+    current = config.flat()
+    params: dict[str, Any] = {}
+    for key, distribution in space.items():
+        value = current[key]
+        if isinstance(distribution, Choice):
+            choices = [list(c) if isinstance(c, tuple) else c for c in distribution.choices]
+            value = list(value) if isinstance(value, tuple) else value
+            if value in choices:
+                params[key] = json.dumps(value) if _encoded(distribution) else value
+        else:
+            params[key] = min(max(value, distribution.low), distribution.high)
+    return params
 
 
 def _encoded(choice: Choice) -> bool:
