@@ -4,7 +4,51 @@ Both sides read the index columns that `dvc repro prepare` wrote
 (`<processed_dir>/<dataset>/{train,val,test}.parquet` and `schema.json`): the same rows, the same
 random 80/10/10 split, the same indices. DeepCTR-Torch gets one `SparseFeat` per sparse field and
 a `VarLenSparseFeat` (mean, padding 0 masked out) for each sequence field, all 16 wide. Both use
-the MLP widths, attention layers and heads, batch size and Adam learning rate of `params.yaml`.
+the MLP widths, cross layers, attention layers and heads, batch size and Adam learning rate of
+`params.yaml`.
+
+Pairs (`--pairs`; the default is the first three, which the issue-3 and issue-13 runs measured):
+
+- `deepfm`: ours `deepfm` against `DeepFM`.
+- `autoint`: ours `attention_deepfm` (DeepFM plus attention) against `AutoInt` with its DNN.
+- `xdeepfm`: ours `xdeepfm` at CIN (256, 128) split half and at params.yaml's CIN against
+  `xDeepFM` at (256, 128) split half.
+- `wide_deep`: `wide_deep` against `WDL`: bias, first order, MLP over the flat embeddings.
+- `dcnv2`: `dcnv2` full rank (`low_rank` None; params.yaml's cross layers, structure and MLP)
+  against `DCN(cross_parameterization="matrix")`: both cross layers are
+  `x_0 * (W x_l + b) + x_l`.
+- `dcnmix`: `dcnv2` with `low_rank` 32 (`DCNMix`'s default; params.yaml's is null) and
+  params.yaml's `num_experts` (4, also `DCNMix`'s default) against `DCNMix` at the same r and K.
+- `autoint_paper`: `autoint` (attention only) against `AutoInt(dnn_hidden_units=())`.
+- `autoint_plus`: `autoint_plus` against `AutoInt` with the MLP.
+
+Every DeepCTR-Torch model adds a first-order term (`BaseModel.linear_model`). It gets the
+feature columns for it only where our model has one (`CTRModel.linear`: deepfm, autoint,
+xdeepfm, wide_deep), otherwise `[]`, which makes the term zeros: DCN-V2 and AutoInt have none
+in their papers nor in ours. What still differs, by the library's design rather than the
+protocol (the layers' formulas were checked equal with copied weights where noted):
+
+- Widths: ours embeds each field at its schema.json width (ml-100k: 16, 16, 4, 4, 8, 8, 8, so
+  64 flat), theirs every field at 16 (112 flat). Our MLPs and cross networks read 64 inputs,
+  theirs 112 (a full-rank cross weight is 64x64 against 112x112); our attention reads the
+  narrower fields through a bias-free projection to `fm_embed_dim` (16).
+- Initialisation: DeepCTR-Torch draws embeddings and DNN weights from N(0, 1e-4), cross weights
+  Xavier-normal, attention weights N(0, 0.05); ours embeddings N(0, 0.01), layers torch's default.
+- L2: DeepCTR-Torch's defaults (1e-5 on the embeddings and the linear part; in DCN and DCNMix
+  `l2_reg_linear` is its output layer, and `l2_reg_cross` 1e-5 on the cross weights) unless
+  `--deepctr-l2` sets them all; ours none (params.yaml's `embedding_l2`, `weight_decay`).
+- A sparse field's index 0 (OOV): a zero row without gradient in ours, a trained row in theirs.
+- DCN, DCNMix: only the parallel structure (cross network and DNN side by side, one bias-free
+  linear layer over both plus a bias). params.yaml's `structure: parallel` is the same; with
+  `stacked` the labels show that the structures differ.
+- DCNMix: its gates (one bias-free linear score per expert, softmax over experts) are shared by
+  all cross layers; ours has gates per layer (`G(x_l)` of each layer). The experts are the same
+  (`x_0 * (U tanh(C tanh(V^T x_l)) + b)`; one layer with copied weights gives the same output).
+- AutoInt: DeepCTR-Torch's `InteractingLayer` does not scale the scores (`scaling=False`, which
+  `AutoInt` keeps); ours scales by 1/sqrt(head width). Its residual is a learned projection
+  `W_Res` (16x16); ours is the identity when the widths are equal (16 to 16 here). With scaling
+  on and `W_Res` the identity, one layer with copied weights gives our output. Its attention
+  width is the embedding width (16); ours `attention_dim` (16 in params.yaml).
 
 Speed (the default): for each pair, `--rounds` rounds; in each round every model of the pair
 trains one epoch on the training split, in an order that reverses from round to round. Each side
@@ -18,13 +62,14 @@ median over rounds of each round's ratio ours / DeepCTR-Torch.
 
 Quality (`--auc`): each model trains for each of `--seeds` until `--patience` epochs pass without
 a better val AUC (at most `--max-epochs`), keeps its best epoch's weights and is scored on the
-test split with the same AUC function; the table holds the mean over seeds.
+test split with the same AUC function; the tables hold the mean ± sample std over seeds and,
+per pair, our test AUC minus theirs seed by seed.
 
 Needs `pip install -r bench/requirements.txt` (DeepCTR-Torch, kept out of the main
 requirements). From the repository root:
 
     python bench/compare_deepctr.py [--rounds 5] [--pairs deepfm autoint xdeepfm]
-    python bench/compare_deepctr.py --auc [--seeds 42 43 44]
+    python bench/compare_deepctr.py --auc [--seeds 42 43 44] [--pairs wide_deep dcnv2 ...]
 """
 
 from __future__ import annotations
@@ -32,6 +77,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import inspect
 import io
 import multiprocessing
 import os
@@ -56,12 +102,15 @@ from deepfm.config import ExperimentConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.schema import FeatureType, Schema
 from deepfm.metrics import roc_auc
-from deepfm.models.registry import build_model
+from deepfm.models.registry import MODELS, build_model
 from deepfm.predict import dataset_logits
 from deepfm.training.trainer import Trainer
 
 DEEPCTR_EMBEDDING_DIM = 16
 WIDE_CIN = (256, 128)  # the CIN that DeepCTR-Torch's xDeepFM is compared at (split half)
+DCNMIX_LOW_RANK = 32  # DeepCTR-Torch's DCNMix default; params.yaml's dcnv2.low_rank is null
+DEEPCTR_L2_ARGUMENTS = ("l2_reg_embedding", "l2_reg_linear", "l2_reg_cross")  # --deepctr-l2
+DEFAULT_PAIRS = ("deepfm", "autoint", "xdeepfm")  # the pairs of issues 3 and 13
 WARMUP_ROWS = 8 * 1024  # a short untimed epoch per model before the first round
 PREDICT_BATCH_SIZE = 4096
 PEAK_MATMUL_SIZE = 2048
@@ -128,10 +177,41 @@ class OurVariant:
 
 @dataclass(frozen=True)
 class Pair:
+    """Our model(s) and the DeepCTR-Torch model they are compared with.
+
+    `theirs` names a class of `deepctr_torch.models`; `their_arguments` are its keyword
+    arguments beyond the feature columns, seed, device, task and L2 terms. It gets a linear
+    (first-order) part exactly when our first variant's model class has one (`linear`).
+    """
+
     key: str
     theirs_label: str
     ours: tuple[OurVariant, ...]
+    theirs: str
+    their_arguments: dict[str, Any]
     cin: tuple[tuple[int, ...], bool] | None = None  # DeepCTR-Torch's CIN, for the FLOP notes
+
+
+def our_section(variant: OurVariant, config: ExperimentConfig) -> Any:
+    """The `model.<name>` section `variant` is built from: params.yaml's, with its overrides."""
+    return dataclasses.replace(getattr(config.model, variant.name), **variant.overrides)
+
+
+def mlp_arguments(section: Any) -> dict[str, Any]:
+    """DeepCTR-Torch's DNN arguments for a section's MLP; no DNN for a section without one."""
+    return {
+        "dnn_hidden_units": tuple(getattr(section, "hidden_units", ())),
+        "dnn_dropout": getattr(section, "dropout", 0.0),
+    }
+
+
+def attention_arguments(section: Any) -> dict[str, Any]:
+    """DeepCTR-Torch's AutoInt arguments for a section's attention layers."""
+    return {
+        "att_layer_num": section.attention_layers,
+        "att_head_num": section.attention_heads,
+        "att_res": section.attention_residual,
+    }
 
 
 def make_pairs(config: ExperimentConfig) -> dict[str, Pair]:
@@ -139,11 +219,19 @@ def make_pairs(config: ExperimentConfig) -> dict[str, Pair]:
     attention = config.model.attention_deepfm
     default_cin = tuple(xdeepfm.cin_layer_sizes)
     return {
-        "deepfm": Pair("deepfm", "DeepFM", (OurVariant("deepfm", "deepfm", {}),)),
+        "deepfm": Pair(
+            "deepfm",
+            "DeepFM",
+            (OurVariant("deepfm", "deepfm", {}),),
+            "DeepFM",
+            mlp_arguments(config.model.deepfm),
+        ),
         "autoint": Pair(
             "autoint",
             f"AutoInt ({attention.attention_layers} layers, {attention.attention_heads} heads)",
             (OurVariant("attention_deepfm", "attention_deepfm", {}),),
+            "AutoInt",
+            {**attention_arguments(attention), **mlp_arguments(attention)},
         ),
         "xdeepfm": Pair(
             "xdeepfm",
@@ -156,17 +244,67 @@ def make_pairs(config: ExperimentConfig) -> dict[str, Pair]:
                 ),
                 OurVariant(f"xdeepfm, CIN {default_cin} (params.yaml)", "xdeepfm", {}),
             ),
+            "xDeepFM",
+            {**mlp_arguments(xdeepfm), "cin_layer_size": WIDE_CIN, "cin_split_half": True},
             cin=(WIDE_CIN, True),
         ),
+        **new_model_pairs(config),
     }
+
+
+def new_model_pairs(config: ExperimentConfig) -> dict[str, Pair]:
+    """The pairs of issue 14: Wide & Deep, DCN-V2, DCN-Mix, AutoInt and AutoInt+."""
+    wide_deep = OurVariant("wide_deep", "wide_deep", {})
+    return {
+        "wide_deep": Pair(
+            "wide_deep", "WDL", (wide_deep,), "WDL", mlp_arguments(our_section(wide_deep, config))
+        ),
+        "dcnv2": cross_pair("dcnv2", None, config),
+        "dcnmix": cross_pair("dcnmix", DCNMIX_LOW_RANK, config),
+        "autoint_paper": attention_pair("autoint_paper", "autoint", config),
+        "autoint_plus": attention_pair("autoint_plus", "autoint_plus", config),
+    }
+
+
+def cross_pair(key: str, low_rank: int | None, config: ExperimentConfig) -> Pair:
+    """Our `dcnv2` (full-rank, or DCN-Mix at `low_rank`) against `DCN` matrix or `DCNMix`."""
+    variant = OurVariant("", "dcnv2", {"low_rank": low_rank})
+    section = our_section(variant, config)
+    shape = f"{section.cross_layers} cross layers"
+    arguments = {**mlp_arguments(section), "cross_num": section.cross_layers}
+    if low_rank is None:
+        ours, theirs = f"dcnv2, {shape}", f"DCN matrix, {shape}"
+        arguments["cross_parameterization"] = "matrix"
+    else:
+        mix = f"r={low_rank}, {section.num_experts} experts, {shape}"
+        ours, theirs = f"dcnv2 DCN-Mix {mix}", f"DCNMix {mix}"
+        arguments |= {"low_rank": low_rank, "num_experts": section.num_experts}
+    ours_variant = dataclasses.replace(variant, label=f"{ours}, {section.structure}")
+    model = "DCN" if low_rank is None else "DCNMix"
+    return Pair(key, f"{theirs}, parallel", (ours_variant,), model, arguments)
+
+
+def attention_pair(key: str, name: str, config: ExperimentConfig) -> Pair:
+    """Our `autoint` or `autoint_plus` against DeepCTR-Torch's `AutoInt` with the same DNN."""
+    section = getattr(config.model, name)
+    heads = f"{section.attention_layers} layers, {section.attention_heads} heads"
+    arguments = {**attention_arguments(section), **mlp_arguments(section)}
+    deep = arguments["dnn_hidden_units"]
+    return Pair(
+        key,
+        f"AutoInt ({heads}), {f'DNN {deep}' if deep else 'no DNN'}",
+        (OurVariant(f"{name} ({heads}, width {section.attention_dim})", name, {}),),
+        "AutoInt",
+        arguments,
+    )
 
 
 def build_ours(
     variant: OurVariant, schema: Schema, config: ExperimentConfig, seed: int, device: torch.device
 ) -> nn.Module:
-    section = dataclasses.replace(getattr(config.model, variant.name), **variant.overrides)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, **{variant.name: section})
+        config,
+        model=dataclasses.replace(config.model, **{variant.name: our_section(variant, config)}),
     )
     torch.manual_seed(seed)
     return build_model(variant.name, schema, config).to(device)
@@ -196,50 +334,26 @@ def build_theirs(
     device: str,
     l2: float | None,
 ) -> nn.Module:
-    from deepctr_torch.models import DeepFM, xDeepFM
-    from deepctr_torch.models.autoint import AutoInt
+    """DeepCTR-Torch's model of `pair`, compiled with Adam at our learning rate.
 
-    regularization = {} if l2 is None else {"l2_reg_embedding": l2, "l2_reg_linear": l2}
-    common = {"seed": seed, "device": device, "task": "binary"}
-    if pair.key == "deepfm":
-        section = config.model.deepfm
-        model = DeepFM(
-            columns,
-            columns,
-            dnn_hidden_units=tuple(section.hidden_units),
-            dnn_dropout=section.dropout,
-            **regularization,
-            **common,
-        )
-    elif pair.key == "autoint":
-        section = config.model.attention_deepfm
-        regularization.pop("l2_reg_linear", None)  # AutoInt fixes it at 0
-        model = AutoInt(
-            columns,
-            columns,
-            att_layer_num=section.attention_layers,
-            att_head_num=section.attention_heads,
-            att_res=section.attention_residual,
-            dnn_hidden_units=tuple(section.hidden_units),
-            dnn_dropout=section.dropout,
-            **regularization,
-            **common,
-        )
-    elif pair.key == "xdeepfm":
-        section = config.model.xdeepfm
-        assert pair.cin is not None
-        model = xDeepFM(
-            columns,
-            columns,
-            dnn_hidden_units=tuple(section.hidden_units),
-            cin_layer_size=pair.cin[0],
-            cin_split_half=pair.cin[1],
-            dnn_dropout=section.dropout,
-            **regularization,
-            **common,
-        )
-    else:
-        raise ValueError(f"unknown pair {pair.key!r}")
+    Its L2 terms keep the library's defaults unless `l2` is given; then every one of
+    `DEEPCTR_L2_ARGUMENTS` the class takes is set to `l2`.
+    """
+    from deepctr_torch import models
+
+    model_class = getattr(models, pair.theirs)
+    accepted = inspect.signature(model_class).parameters
+    regularization = {} if l2 is None else {k: l2 for k in DEEPCTR_L2_ARGUMENTS if k in accepted}
+    linear_columns = columns if MODELS[pair.ours[0].name].linear else []
+    model = model_class(
+        linear_columns,
+        columns,
+        **pair.their_arguments,
+        **regularization,
+        seed=seed,
+        device=device,
+        task="binary",
+    )
     model.compile(torch.optim.Adam(model.parameters(), lr=config.train.lr), "binary_crossentropy")
     return model
 
@@ -568,28 +682,77 @@ def quality(
             for runner in [*ours, theirs]:
                 library = "ours" if isinstance(runner, OurRunner) else "DeepCTR-Torch"
                 log(f"seed {seed}: {library} {runner.label}")
+                started = time.perf_counter()
                 if isinstance(runner, OurRunner):
                     run = runner.train_to_best(splits)
                 else:
                     run = runner.train_to_best(splits, args.max_epochs, args.patience)
+                run["seconds"] = time.perf_counter() - started
+                log(f"  -> test AUC {run['test_auc']:.4f} ({run['seconds']:.0f} s)")
                 results.setdefault((library, runner.label), []).append(run)
+    return [*auc_table(results, args), "", *difference_table(pairs, results)]
+
+
+def auc_table(
+    results: dict[tuple[str, str], list[dict[str, float]]], args: argparse.Namespace
+) -> list[str]:
+    """Per model: mean ± sample std of test AUC over the seeds, and each seed's run."""
     lines = [
         f"Test AUC at the best val-AUC epoch (patience {args.patience}, at most "
-        f"{args.max_epochs} epochs), mean over seeds {', '.join(map(str, args.seeds))}.",
+        f"{args.max_epochs} epochs), mean ± sample std over seeds "
+        f"{', '.join(map(str, args.seeds))}.",
         "",
-        "| Library | Model | test AUC (mean) | test AUC per seed | best epoch per seed "
-        "| epochs run per seed |",
-        "|---|---|---|---|---|---|",
+        "| Library | Model | test AUC (mean ± std) | test AUC per seed | best epoch per seed "
+        "| epochs run per seed | training s per seed |",
+        "|---|---|---|---|---|---|---|",
     ]
     for (library, label), runs in results.items():
-        mean = statistics.fmean(run["test_auc"] for run in runs)
+        aucs = [run["test_auc"] for run in runs]
+        spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
         lines.append(
-            f"| {library} | {label} | **{mean:.4f}** "
-            f"| {', '.join(format(run['test_auc'], '.4f') for run in runs)} "
+            f"| {library} | {label} | **{statistics.fmean(aucs):.4f}** ± {spread:.4f} "
+            f"| {', '.join(format(auc, '.4f') for auc in aucs)} "
             f"| {', '.join(str(run['best_epoch']) for run in runs)} "
-            f"| {', '.join(str(run['epochs']) for run in runs)} |"
+            f"| {', '.join(str(run['epochs']) for run in runs)} "
+            f"| {', '.join(format(run['seconds'], '.0f') for run in runs)} |"
         )
     return lines
+
+
+def difference_table(
+    pairs: list[Pair], results: dict[tuple[str, str], list[dict[str, float]]]
+) -> list[str]:
+    """Per pair, seed by seed: our test AUC minus DeepCTR-Torch's, and how to read it."""
+    lines = [
+        "Ours − DeepCTR-Torch, test AUC, seed by seed (the same seed on both sides); a "
+        "difference whose sign changes across seeds is within seed noise.",
+        "",
+        "| Ours | DeepCTR-Torch | difference per seed | mean difference | reading |",
+        "|---|---|---|---|---|",
+    ]
+    for pair in pairs:
+        theirs = [run["test_auc"] for run in results[("DeepCTR-Torch", pair.theirs_label)]]
+        for variant in pair.ours:
+            ours = [run["test_auc"] for run in results[("ours", variant.label)]]
+            differences = [o - t for o, t in zip(ours, theirs, strict=True)]
+            lines.append(
+                f"| {variant.label} | {pair.theirs_label} "
+                f"| {', '.join(format(d, '+.4f') for d in differences)} "
+                f"| **{statistics.fmean(differences):+.4f}** | {difference_reading(differences)} |"
+            )
+    return lines
+
+
+def difference_reading(differences: list[float]) -> str:
+    """How to read paired differences: within seed noise when their sign changes."""
+    if len(differences) < 2:
+        return "one seed: spread unknown"
+    if min(differences) < 0 < max(differences):
+        return "within seed noise (sign changes across seeds)"
+    if not any(differences):
+        return "equal in every seed"
+    higher = "ours" if max(differences) > 0 else "DeepCTR-Torch"
+    return f"{higher} higher{'' if all(differences) else ' or equal'} in every seed"
 
 
 # --------------------------------------------------------------------------- main
@@ -614,7 +777,11 @@ def machine_facts() -> list[str]:
 
 
 def protocol_facts(
-    config: ExperimentConfig, schema: Schema, splits: dict[str, Split], args: argparse.Namespace
+    config: ExperimentConfig,
+    schema: Schema,
+    splits: dict[str, Split],
+    pairs: list[Pair],
+    args: argparse.Namespace,
 ) -> list[str]:
     widths = ", ".join(str(spec.embedding_dim) for spec in schema.fields.values())
     l2 = "library defaults" if args.deepctr_l2 is None else str(args.deepctr_l2)
@@ -628,6 +795,10 @@ def protocol_facts(
         f"{config.train.embedding_l2}",
         f"- DeepCTR-Torch: every field {DEEPCTR_EMBEDDING_DIM} wide; L2 on embeddings and "
         f"linear part: {l2}; fit(verbose=0), no training metrics",
+        "- DeepCTR-Torch gets a linear (first-order) part only where ours has one: "
+        + ", ".join(
+            f"{pair.key} {'yes' if MODELS[pair.ours[0].name].linear else 'no'}" for pair in pairs
+        ),
     ]
 
 
@@ -637,7 +808,13 @@ def parse_args(argv: Sequence[str] | None, pairs: Sequence[str]) -> argparse.Nam
     parser.add_argument(
         "--data-dir", type=Path, help="prepared dataset (default: from --params data section)"
     )
-    parser.add_argument("--pairs", nargs="+", choices=pairs, default=list(pairs))
+    parser.add_argument(
+        "--pairs",
+        nargs="+",
+        choices=pairs,
+        default=list(DEFAULT_PAIRS),
+        help=f"default: {' '.join(DEFAULT_PAIRS)} (what the recorded issue-3/13 commands ran)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="speed rounds per pair")
     parser.add_argument("--auc", action="store_true", help="train to early stopping; test AUC")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
@@ -648,7 +825,8 @@ def parse_args(argv: Sequence[str] | None, pairs: Sequence[str]) -> argparse.Nam
     parser.add_argument(
         "--deepctr-l2",
         type=float,
-        help="DeepCTR-Torch's l2_reg_embedding and l2_reg_linear (default: its own, 1e-5)",
+        help="DeepCTR-Torch's l2_reg_embedding, l2_reg_linear and l2_reg_cross, where its model "
+        "takes them (default: its own, 1e-5 each)",
     )
     return parser.parse_args(argv)
 
@@ -688,7 +866,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     body = mode(pairs, schema, columns, config, splits, args)
     title = "Test AUC" if args.auc else "Training speed"
     print(f"### {title}: ours vs DeepCTR-Torch\n")
-    print("\n".join([*machine_facts(), *protocol_facts(config, schema, splits, args)]))
+    print("\n".join([*machine_facts(), *protocol_facts(config, schema, splits, pairs, args)]))
     print(f"- wall time: {time.perf_counter() - started:.0f} s\n")
     print("\n".join(body).rstrip())
 
