@@ -135,7 +135,10 @@ class Trainer:
         self.config = config
         self.device = device
         self.seed = seed
-        allocator.keep_freed_memory()
+        if distributed.world_size() == 1:
+            # Not in a process group: mallopt while gloo's threads allocate has aborted
+            # DDP ranks ("malloc(): unaligned tcache chunk detected"), see allocator.py.
+            allocator.keep_freed_memory()
         self.optimizer = CTROptimizer(model, config)
         # What training steps call: DDP in a process group, else the model itself.
         self.train_model = distributed.wrap(model, device)
