@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from deepfm.config import TrainConfig
 from deepfm.models.layers.embedding import FeatureEmbedding
+from deepfm.training import distributed
 
 # Tables with at least this many rows are updated row-wise under `embedding_optimizer: auto`.
 ROW_WISE_MIN_ROWS = 50_000
@@ -157,10 +158,14 @@ class CTROptimizer:
             if isinstance(module, FeatureEmbedding)
             for _, table in module.named_tables()
         ]
+        row_wise = [t.weight for t in tables if _row_wise(t.weight, config.embedding_optimizer)]
+        # In a process group, sparse gradients only where a row-wise table needs them: DDP
+        # ranks exchanging sparse gradients over gloo crashed now and then under load
+        # (SIGSEGV/SIGABRT in tests/test_ddp.py); dense ones are what DDP always did.
+        sparse = distributed.world_size() == 1 or bool(row_wise)
         for module in model.modules():
             if isinstance(module, FeatureEmbedding):
-                module.use_sparse_gradients()
-        row_wise = [t.weight for t in tables if _row_wise(t.weight, config.embedding_optimizer)]
+                module.use_sparse_gradients(sparse)
         self.dense_tables = [t.weight for t in tables if t.weight not in set(row_wise)]
         table_ids = {id(table.weight) for table in tables}
         others = [p for p in model.parameters() if id(p) not in table_ids]
