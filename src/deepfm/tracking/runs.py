@@ -140,13 +140,7 @@ class RunTracker:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            status = "FINISHED"
-        elif issubclass(exc_type, KeyboardInterrupt):
-            status = "KILLED"
-        else:
-            status = "FAILED"
-        mlflow.end_run(status)
+        mlflow.end_run(end_status(exc_type))
 
 
 class FinishedRuns:
@@ -213,6 +207,14 @@ class FinishedRuns:
                 self.client.set_tag(run_id, PARENT_TAG, parent_id)
         self.add(parent_id, metrics, files)
         return parent_id
+
+
+def end_status(exc_type: type[BaseException] | None) -> str:
+    """How a run's `with` block ended, as MLflow's run status: FINISHED, KILLED (Ctrl-C or
+    SIGTERM, raised as `KeyboardInterrupt`) or FAILED."""
+    if exc_type is None:
+        return "FINISHED"
+    return "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
 
 
 def split_dataset(path: Path) -> MetaDataset:

@@ -24,7 +24,7 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from deepfm.tracking.runs import PARENT_TAG
+from deepfm.tracking.runs import PARENT_TAG, end_status
 from deepfm.tracking.store import open_experiment, tracking_uri
 
 logger = logging.getLogger(__name__)
@@ -120,13 +120,7 @@ class StudyRun:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            status = "FINISHED"
-        elif issubclass(exc_type, KeyboardInterrupt):
-            status = "KILLED"
-        else:
-            status = "FAILED"
-        self.client.set_terminated(self.run_id, status)
+        self.client.set_terminated(self.run_id, end_status(exc_type))
 
 
 class TrialRun:
