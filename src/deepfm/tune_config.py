@@ -164,13 +164,13 @@ class TuneConfig:
         TuneConfig(space={"fm": {"train.lr": FloatRange(low=1e-4, high=1e-2, log=True)}})
     """
 
-    models: Annotated[tuple[StrictStr, ...], Distinct] = ("deepfm",)
+    models: Annotated[tuple[StrictStr, ...], Distinct] = ("deepfm", "fm", "dcnv2")
     trials: Count = 40
     sampler_seed: Seed = 42
     seed: Seed = 42
     warmup_epochs: Count = 4
     space: dict[StrictStr, dict[StrictStr, Distribution]] = dataclasses.field(
-        default_factory=lambda: {"deepfm": DEEPFM_SPACE}
+        default_factory=lambda: {"deepfm": DEEPFM_SPACE, "fm": FM_SPACE, "dcnv2": DCNV2_SPACE}
     )
 
 
@@ -186,12 +186,30 @@ def check_key(model: str, key: str) -> None:
 
 DEEPFM_SPACE: dict[str, Distribution] = {
     "train.lr": FloatRange(low=2e-4, high=5e-3, log=True),
-    "train.embedding_l2": FloatRange(low=1e-9, high=1e-4, log=True),
+    "train.embedding_l2": FloatRange(low=1e-9, high=1e-3, log=True),
     "train.weight_decay": FloatRange(low=1e-9, high=1e-4, log=True),
     "train.batch_size": Choice(choices=(512, 1024, 2048)),
     "feature.fm_embed_dim": Choice(choices=(8, 16, 32)),
     "model.deepfm.hidden_units": Choice(choices=([128, 64], [256, 128], [400, 400, 400])),
     "model.deepfm.dropout": FloatRange(low=0.0, high=0.5),
+}
+
+FM_SPACE: dict[str, Distribution] = {
+    "train.lr": FloatRange(low=2e-4, high=5e-2, log=True),
+    "train.embedding_l2": FloatRange(low=1e-9, high=1e-3, log=True),
+    "train.batch_size": Choice(choices=(256, 512, 1024, 2048)),
+    "feature.fm_embed_dim": Choice(choices=(2, 4, 8, 16, 32)),
+}
+
+DCNV2_SPACE: dict[str, Distribution] = {
+    "train.lr": FloatRange(low=2e-4, high=5e-3, log=True),
+    "train.embedding_l2": FloatRange(low=1e-9, high=1e-3, log=True),
+    "train.weight_decay": FloatRange(low=1e-9, high=1e-4, log=True),
+    "train.batch_size": Choice(choices=(512, 1024, 2048)),
+    "model.dcnv2.cross_layers": IntRange(low=1, high=4),
+    "model.dcnv2.structure": Choice(choices=("parallel", "stacked")),
+    "model.dcnv2.hidden_units": Choice(choices=([128, 64], [256, 128], [400, 400, 400])),
+    "model.dcnv2.dropout": FloatRange(low=0.0, high=0.5),
 }
 
 
