@@ -18,7 +18,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -83,17 +83,61 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+def wrap(
+    model: nn.Module, device: torch.device, sparse_tables: Sequence[nn.Parameter] = ()
+) -> nn.Module:
     """`model` in DistributedDataParallel inside a process group, else `model` itself.
 
     DDP starts every rank from rank 0's weights and averages gradients over ranks in
     `backward`. `static_graph`: every step uses the same parameters; those a model never
-    uses (DNN's first-order tables) keep no gradient, as in one process.
+    uses (DNN's first-order tables) keep no gradient, as in one process. `sparse_tables`
+    (parameters with sparse gradients) stay out of DDP's reducer, whose sparse all-reduce
+    over gloo aborted ranks now and then; `average_sparse_gradients` averages them.
     """
     if not dist.is_initialized():
         return model
+    ignored = [name for name, param in model.named_parameters() if _member(param, sparse_tables)]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+    for table in sparse_tables:  # DDP broadcasts rank 0's weights, but not these
+        dist.broadcast(table.data, src=0)
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
+
+
+def average_sparse_gradients(tables: Sequence[nn.Parameter]) -> None:
+    """Replace each table's sparse gradient by the mean over ranks, as DDP would: every
+    rank's rows, concatenated in rank order, divided by the number of ranks. Uses dense
+    all-gathers only (padded to the longest rank), so it works on gloo and NCCL alike.
+    A no-op in one process."""
+    world = world_size()
+    if world == 1 or not tables:
+        return
+    grads = [table.grad for table in tables]
+    device = tables[0].device
+    counts = torch.tensor([0 if g is None else g._nnz() for g in grads], device=device)
+    all_counts = [torch.empty_like(counts) for _ in range(world)]
+    dist.all_gather(all_counts, counts)
+    for position, (table, grad) in enumerate(zip(tables, grads, strict=True)):
+        rank_counts = [int(c[position]) for c in all_counts]
+        longest = max(rank_counts)
+        indices = table.new_zeros(longest, dtype=torch.long)
+        values = table.new_zeros(longest, *table.shape[1:])
+        if grad is not None:
+            indices[: grad._nnz()] = grad._indices()[0]
+            values[: grad._nnz()] = grad._values()
+        gathered_indices = [torch.empty_like(indices) for _ in range(world)]
+        gathered_values = [torch.empty_like(values) for _ in range(world)]
+        dist.all_gather(gathered_indices, indices)
+        dist.all_gather(gathered_values, values)
+        table.grad = torch.sparse_coo_tensor(
+            torch.cat([i[:n] for i, n in zip(gathered_indices, rank_counts, strict=True)])[None],
+            torch.cat([v[:n] for v, n in zip(gathered_values, rank_counts, strict=True)]) / world,
+            table.shape,
+        )
+
+
+def _member(param: nn.Parameter, params: Sequence[nn.Parameter]) -> bool:
+    return any(param is other for other in params)
 
 
 def shard(batch: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:

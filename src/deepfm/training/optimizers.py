@@ -159,13 +159,15 @@ class CTROptimizer:
             for _, table in module.named_tables()
         ]
         row_wise = [t.weight for t in tables if _row_wise(t.weight, config.embedding_optimizer)]
-        # In a process group, sparse gradients only where a row-wise table needs them: DDP
-        # ranks exchanging sparse gradients over gloo crashed now and then under load
-        # (SIGSEGV/SIGABRT in tests/test_ddp.py); dense ones are what DDP always did.
+        # In a process group, sparse gradients only where a row-wise table needs them
+        # (they are averaged over ranks by `distributed.average_sparse_gradients`, not by
+        # DDP); dense ones are what DDP always did.
         sparse = distributed.world_size() == 1 or bool(row_wise)
         for module in model.modules():
             if isinstance(module, FeatureEmbedding):
                 module.use_sparse_gradients(sparse)
+        # The tables whose gradients are sparse COO tensors.
+        self.sparse_tables = [t.weight for t in tables] if sparse else []
         self.dense_tables = [t.weight for t in tables if t.weight not in set(row_wise)]
         table_ids = {id(table.weight) for table in tables}
         others = [p for p in model.parameters() if id(p) not in table_ids]

@@ -141,7 +141,7 @@ class Trainer:
             allocator.keep_freed_memory()
         self.optimizer = CTROptimizer(model, config)
         # What training steps call: DDP in a process group, else the model itself.
-        self.train_model = distributed.wrap(model, device)
+        self.train_model = distributed.wrap(model, device, self.optimizer.sparse_tables)
         self.autocast = autocast(device)
 
     def fit(
@@ -238,6 +238,7 @@ class Trainer:
             loss = self._batch_loss(train_ds, batch, world)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_sparse_gradients(self.optimizer.sparse_tables)
             self.optimizer.step()
             step_losses[step] = loss.detach()
             loss_sum += loss.detach() * (len(batch) / world)  # this rank's sum of row losses
