@@ -3,7 +3,8 @@ every model in `tune.models` (row `<model>_tuned`), over every seed in `train.se
 
 Reads `reports/models/<row>/metrics.json` (evaluate@<model>, evaluate_tuned@<model>); writes
 `reports/leaderboard.json` (a list of rows) and `reports/leaderboard.md` (mean ± std per
-model, paired differences to the best model, and every seed's numbers).
+model, paired differences to the best model, every seed's numbers, and what tuning bought
+each tuned row over its defaults).
 """
 
 from __future__ import annotations

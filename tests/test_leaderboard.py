@@ -1,4 +1,5 @@
-"""The multi-seed leaderboard: mean ± std, paired differences, and the seed-noise note."""
+"""The multi-seed leaderboard: mean ± std, paired differences, the seed-noise note, and
+what tuning bought each tuned model."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import statistics
 
 import pytest
 
-from deepfm.leaderboard import LeaderboardError, leaderboard_rows, markdown, noise_note
+from deepfm.leaderboard import (
+    LeaderboardError,
+    gain_note,
+    leaderboard_rows,
+    markdown,
+    noise_note,
+)
 
 
 def report(aucs: dict[str, float], parameters: int = 100) -> dict:
@@ -63,3 +70,26 @@ def test_markdown_shows_mean_std_differences_and_every_seed():
     assert "| deepfm | 0.7843 ± 0.0015 |" in text
     assert "-0.0013 (+0.0010, -0.0030, -0.0020) | within seed noise" in text
     assert "| fm | 0.7700 / 0.2300 | 0.7720 / 0.2280 | 0.7710 / 0.2290 |" in text
+
+
+def test_tuned_rows_are_compared_with_their_defaults_seed_by_seed():
+    reports = REPORTS | {
+        "deepfm_tuned": report({"42": 0.790, "43": 0.785, "44": 0.786}),
+        "fm_tuned": report({"42": 0.771, "43": 0.771, "44": 0.772}),
+    }
+    rows = {row["model"]: row for row in leaderboard_rows(reports)}
+    deepfm = rows["deepfm_tuned"]
+    assert deepfm["default_model"] == "deepfm"
+    assert deepfm["auc_gain_over_default"] == pytest.approx([0.004, 0.002, 0.002])
+    assert deepfm["gain_note"] == "above in every seed"
+    assert rows["fm_tuned"]["gain_note"] == "within seed noise (sign changes across seeds)"
+    assert "default_model" not in rows["deepfm"]
+    text = markdown(list(rows.values()))
+    assert "| deepfm_tuned | 0.7843 | 0.7870 | +0.0027 (+0.0040, +0.0020, +0.0020) | above" in text
+
+
+def test_gain_note_reads_the_signs_of_the_paired_gains():
+    assert gain_note([0.001, 0.002]) == "above in every seed"
+    assert gain_note([-0.001, -0.002]) == "below in every seed"
+    assert gain_note([0.001, -0.002]) == "within seed noise (sign changes across seeds)"
+    assert gain_note([0.001]) == "one seed: spread unknown"

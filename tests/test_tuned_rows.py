@@ -81,6 +81,15 @@ def test_a_tuned_configuration_is_trained_evaluated_and_ranked_beside_the_defaul
         "train_tuned@deepfm-43",
     }
 
+    # A new default for a searched setting retrains the rows but does not search again.
+    params_path = dvc_repo / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["train"]["lr"] = 0.0005
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = {name.split(":")[-1] for name in json.loads(run(dvc_repo, "dvc", "status", "--json"))}
+    assert "train@deepfm-42" in changed
+    assert not any(name.startswith("tune@") for name in changed)
+
 
 @pytest.mark.slow
 def test_train_tuned_without_a_tuning_file_fails_in_one_line_naming_it(workspace):

@@ -185,11 +185,11 @@ def check_key(model: str, key: str) -> None:
 
 
 DEEPFM_SPACE: dict[str, Distribution] = {
-    "train.lr": FloatRange(low=2e-4, high=2e-2, log=True),
-    "train.embedding_l2": FloatRange(low=1e-9, high=1e-2, log=True),
+    "train.lr": FloatRange(low=2e-4, high=5e-3, log=True),
+    "train.embedding_l2": FloatRange(low=1e-9, high=1e-3, log=True),
     "train.weight_decay": FloatRange(low=1e-9, high=1e-4, log=True),
-    "train.batch_size": Choice(choices=(512, 1024, 2048, 4096)),
-    "feature.fm_embed_dim": Choice(choices=(4, 8, 16, 32)),
+    "train.batch_size": Choice(choices=(512, 1024, 2048)),
+    "feature.fm_embed_dim": Choice(choices=(8, 16, 32)),
     "model.deepfm.hidden_units": Choice(choices=([128, 64], [256, 128], [400, 400, 400])),
     "model.deepfm.dropout": FloatRange(low=0.0, high=0.5),
 }
@@ -202,10 +202,10 @@ FM_SPACE: dict[str, Distribution] = {
 }
 
 DCNV2_SPACE: dict[str, Distribution] = {
-    "train.lr": FloatRange(low=2e-4, high=2e-2, log=True),
-    "train.embedding_l2": FloatRange(low=1e-9, high=1e-2, log=True),
+    "train.lr": FloatRange(low=2e-4, high=5e-3, log=True),
+    "train.embedding_l2": FloatRange(low=1e-9, high=1e-3, log=True),
     "train.weight_decay": FloatRange(low=1e-9, high=1e-4, log=True),
-    "train.batch_size": Choice(choices=(512, 1024, 2048, 4096)),
+    "train.batch_size": Choice(choices=(512, 1024, 2048)),
     "model.dcnv2.cross_layers": IntRange(low=1, high=4),
     "model.dcnv2.structure": Choice(choices=("parallel", "stacked")),
     "model.dcnv2.hidden_units": Choice(choices=([128, 64], [256, 128], [400, 400, 400])),
