@@ -20,6 +20,7 @@ import yaml
 
 from deepfm.config import ConfigError, ExperimentConfig
 from deepfm.data.movielens import MovieLensAdapter
+from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.registry import build_model, load_model
 from deepfm.training import distributed
 from deepfm.training.trainer import Trainer
@@ -90,16 +91,25 @@ def ddp_rank(rank, world, port, config, out):
             for on_epoch in (crash_after_epoch_2, None):
                 torch.manual_seed(SEED)
                 model = build_model(name, schema, config)
+                trainer = Trainer(model, config.train, device, SEED)
                 try:
-                    result = Trainer(model, config.train, device, SEED).fit(
+                    result = trainer.fit(
                         train_ds, val_ds, checkpoint, run_key=name, on_epoch=on_epoch
                     )
                 except KeyboardInterrupt:
                     assert checkpoint.exists() == (rank == 0)
             assert not checkpoint.exists()
-            trained[name] = {"state": model.state_dict(), "result": result}
+            trained[name] = {
+                "state": model.state_dict(),
+                "result": result,
+                "ddp_ignores": trainer.train_model.parameters_to_ignore,
+            }
     if rank == 0:
         torch.save(trained, out / "ddp.pt")
+
+
+def _member(param, params) -> bool:
+    return any(param is other for other in params)
 
 
 @pytest.mark.slow
@@ -143,6 +153,18 @@ def test_two_ranks_match_one_process_through_a_resume(
             torch.testing.assert_close(
                 ddp[name]["state"][key], value, rtol=0, atol=WEIGHT_TOLERANCE, msg=key
             )
+        # Sparse (row-wise) gradients bypass DDP's reducer, whose sparse all-reduce over
+        # gloo aborted ranks; dense ones are DDP's to average.
+        table_weights = [
+            table.weight
+            for module in model.modules()
+            if isinstance(module, FeatureEmbedding)
+            for _, table in module.named_tables()
+        ]
+        tables = {key for key, param in model.named_parameters() if _member(param, table_weights)}
+        assert tables
+        expected = tables if embedding_optimizer == "lazy_adam" else set()
+        assert ddp[name]["ddp_ignores"] == expected
     assert not list((tmp_path / "rank1").iterdir())
 
 
