@@ -4,7 +4,8 @@ A full `dvc repro` (every model x seed, the tuned rows) takes longer than CI's 2
 a 2-core machine, so CI reproduces a fixed sample that still runs every model's code:
 
 - `train@<model>-42` for every model in `train.models` and `train_tuned@<model>-42` for
-  every model in `tune.models` (seed 42 of every row: its validation AUC and logloss);
+  the first model in `tune.models` (the other tuned rows run the same code with other
+  settings): seed 42 of those rows, their validation AUC and logloss;
 - `evaluate@fm`, which trains FM's other seeds too (the fastest model; test AUC and
   logloss per seed, mean and std), so the evaluate code is checked end to end.
 
@@ -35,7 +36,7 @@ FULL_MODEL = "fm"
 def sampled_stages(params: dict) -> list[str]:
     """The stages CI reproduces (see the module docstring)."""
     stages = [f"train@{model}-{SEED}" for model in params["train"]["models"]]
-    stages += [f"train_tuned@{model}-{SEED}" for model in params["tune"]["models"]]
+    stages += [f"train_tuned@{model}-{SEED}" for model in params["tune"]["models"][:1]]
     return [*stages, f"evaluate@{FULL_MODEL}"]
 
 
