@@ -107,8 +107,8 @@ def wrap(
 def average_sparse_gradients(tables: Sequence[nn.Parameter]) -> None:
     """Replace each table's sparse gradient by the mean over ranks, as DDP would: every
     rank's rows, concatenated in rank order, divided by the number of ranks. Uses dense
-    all-gathers only (padded to the longest rank), so it works on gloo and NCCL alike.
-    A no-op in one process."""
+    all-gathers only (padded to the longest rank), never gloo's sparse all-reduce; NCCL has
+    them too, but this path has not run on a GPU. A no-op in one process."""
     world = world_size()
     if world == 1 or not tables:
         return
