@@ -7,27 +7,30 @@ epochs after a warm-up epoch):
 - `default`: what the pipeline runs (glibc allocator thresholds raised by
   `deepfm.training.allocator`, eager PyTorch);
 - `glibc defaults`: the same without the allocator thresholds;
-- `dense gradients`: the same with dense embedding gradients (`F.embedding`'s own backward)
-  in place of the sparse ones that `CTROptimizer` sums;
-- `torch.compile`: the whole model compiled by inductor, with dense embedding gradients
-  (inductor does not trace sparse ones); not used by the pipeline. The warm-up epoch's
-  seconds show what compiling costs.
+- `torch.compile`: the whole model compiled by inductor; not used by the pipeline. The
+  warm-up epoch's seconds show what compiling costs;
+- `at REV` (with `--base REV`): the default of an earlier commit, checked out in a
+  temporary git worktree and imported from there (`PYTHONPATH`): before and after a change,
+  measured side by side.
 
 Variants run one after another, in an order that reverses every round.
 
-    python bench/bench_levers.py [--rounds 3] [--models deepfm attention_deepfm]
+    python bench/bench_levers.py [--rounds 3] [--models deepfm attention_deepfm] [--base REV]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-LEVERS = ("default", "glibc defaults", "dense gradients", "torch.compile")
+LEVERS = ("default", "glibc defaults", "torch.compile")
 
 CHILD = """
 import json, statistics, sys, time
@@ -47,10 +50,7 @@ schema = schema_like("ml-100k")
 torch.manual_seed(0)
 model = build_model(name, schema, config)
 trainer = Trainer(model, config.train, torch.device("cpu"), 42)
-if lever == "dense gradients":
-    model.embedding.use_sparse_gradients(False)
-if lever == "torch.compile":  # inductor does not trace sparse embedding gradients
-    model.embedding.use_sparse_gradients(False)
+if lever == "torch.compile":
     trainer.train_model = torch.compile(model)
 data = synthetic_dataset(schema, 80_000)
 start = time.perf_counter()
@@ -65,14 +65,29 @@ print(json.dumps({"rate": statistics.median(rates), "warmup": warmup}))
 """
 
 
-def run(name: str, lever: str, epochs: int) -> dict[str, float]:
+def run(name: str, lever: str, epochs: int, source: Path | None = None) -> dict[str, float]:
+    """One fresh process; `source`: import `deepfm` from that `src` folder (an old commit)."""
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     out = subprocess.run(
         [sys.executable, "-c", CHILD, name, lever, str(epochs)],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def worktree(revision: str, folder: Path) -> Path:
+    """`revision` checked out in `folder` (a detached git worktree); its `src` folder."""
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(folder), revision],
+        check=True,
+        capture_output=True,
+    )
+    return folder / "src"
 
 
 def main() -> None:
@@ -80,17 +95,35 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["deepfm", "attention_deepfm"])
+    parser.add_argument("--base", help="also measure this git revision's default")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        sources: dict[str, Path | None] = {lever: None for lever in LEVERS}
+        if args.base:
+            sources[f"at {args.base}"] = worktree(args.base, Path(scratch) / "base")
+        try:
+            measure(args, sources)
+        finally:
+            if args.base:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(Path(scratch) / "base")]
+                )
+
+
+def measure(args: argparse.Namespace, sources: dict[str, Path | None]) -> None:
+    """The table: every lever (with its source folder) per model, rounds interleaved."""
+    levers = list(sources)
     print(f"{args.rounds} rounds, median of {args.epochs} epochs of 80,000 rows per run\n")
     print("| model | lever | samples/s per round | median | vs default | warm-up epoch s |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
-        results: dict[str, list[dict[str, float]]] = {lever: [] for lever in LEVERS}
+        results: dict[str, list[dict[str, float]]] = {lever: [] for lever in levers}
         for round_index in range(args.rounds):
-            for lever in LEVERS if round_index % 2 == 0 else LEVERS[::-1]:
-                results[lever].append(run(name, lever, args.epochs))
+            for lever in levers if round_index % 2 == 0 else levers[::-1]:
+                child_lever = "default" if lever.startswith("at ") else lever
+                results[lever].append(run(name, child_lever, args.epochs, sources[lever]))
         default = [r["rate"] for r in results["default"]]
-        for lever in LEVERS:
+        for lever in levers:
             rates = [r["rate"] for r in results[lever]]
             ratios = [rate / base for rate, base in zip(rates, default, strict=True)]
             warmups = [r["warmup"] for r in results[lever]]

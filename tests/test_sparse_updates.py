@@ -15,7 +15,12 @@ from deepfm.config import ExperimentConfig, TrainConfig
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
 from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.registry import build_model
-from deepfm.training.optimizers import ROW_WISE_MIN_ROWS, CTROptimizer, RowWiseAdam
+from deepfm.training.optimizers import (
+    ROW_WISE_MIN_ROWS,
+    CTROptimizer,
+    FusedAdam,
+    RowWiseAdam,
+)
 
 SCHEMA = Schema.of(
     [
@@ -66,7 +71,9 @@ def test_values_and_gradients_match_the_modules(sparse: bool) -> None:
     torch.manual_seed(0)
     embedding = FeatureEmbedding(SCHEMA, fm_embed_dim=8)
     reference = copy.deepcopy(embedding)
-    embedding.use_sparse_gradients(sparse)
+    embedding.use_sparse_gradients(
+        [table.weight for _, table in embedding.named_tables()] if sparse else []
+    )
     batch = batch_with_oov_and_empty_sequences()
     weights = [torch.randn(16, 1), torch.randn(16, 3, 8), torch.randn(16, 16)]
     outputs, expected = embedding(batch), naive_views(reference, batch)
@@ -79,13 +86,17 @@ def test_values_and_gradients_match_the_modules(sparse: bool) -> None:
     ):
         grad = param.grad.to_dense() if param.grad.is_sparse else param.grad
         assert param.grad.is_sparse == (sparse and "projections" not in name), name
+        if param.grad.is_sparse:  # one row per distinct index, sorted: what RowWiseAdam reads
+            index = param.grad._indices()[0]
+            assert torch.equal(index, batch[name.split(".")[1]].unique()), name
         torch.testing.assert_close(grad, reference_param.grad, msg=name)
         if "projections" not in name:
             assert torch.count_nonzero(grad[0]) == 0, f"{name}: the OOV/padding row got a gradient"
 
 
 def test_sparse_gradient_size_does_not_depend_on_the_vocabulary() -> None:
-    """A 100,000-value sequence field: the gradient holds one row per looked-up entry."""
+    """A 100,000-value sequence field: the gradient holds one row per distinct looked-up
+    value."""
     schema = Schema.of(
         [
             FieldSpec("user_id", FeatureType.SPARSE, 50, 8),
@@ -93,14 +104,15 @@ def test_sparse_gradient_size_does_not_depend_on_the_vocabulary() -> None:
         ]
     )
     embedding = FeatureEmbedding(schema, fm_embed_dim=8)
-    embedding.use_sparse_gradients()
+    embedding.use_sparse_gradients([embedding.second_order_embeddings["tags"].weight])
     batch = {
         "user_id": torch.randint(0, 50, (32,)),
         "tags": torch.randint(0, 100_000, (32, 10)),
     }
     embedding(batch).flat_embeddings.sum().backward()
     grad = embedding.second_order_embeddings["tags"].weight.grad
-    assert grad.is_sparse and grad._values().shape == (320, 8)
+    assert grad.is_sparse and grad._values().shape == (len(batch["tags"].unique()), 8)
+    assert not embedding.second_order_embeddings["user_id"].weight.grad.is_sparse
 
 
 def reference_lazy_adam(
@@ -142,11 +154,29 @@ def test_row_wise_adam_matches_a_row_by_row_reference(weight_decay: float) -> No
         optimizer.step()
         reference_lazy_adam(expected, state, index, grad_rows, step, 0.01, weight_decay)
         torch.testing.assert_close(table.detach().double(), expected, rtol=1e-5, atol=1e-6)
-    rows = optimizer.state[table]["rows"]  # per row: gradient sum, exp_avg, exp_avg_sq
-    assert torch.count_nonzero(rows[:, 0]) == 0  # the sums are reset after the step
-    torch.testing.assert_close(rows[:, 1].double(), state["m"], rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(rows[:, 2].double(), state["v"], rtol=1e-5, atol=1e-9)
-    assert torch.count_nonzero(rows[never_seen]) == 0
+    moments = optimizer.state[table]["moments"]  # per row: exp_avg, exp_avg_sq
+    torch.testing.assert_close(moments[:, 0].double(), state["m"], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(moments[:, 1].double(), state["v"], rtol=1e-5, atol=1e-9)
+    assert torch.count_nonzero(moments[never_seen]) == 0
+
+
+def test_row_wise_adam_takes_coalesced_and_uncoalesced_gradients_alike() -> None:
+    """Sorted distinct indices (FeatureEmbedding's gradients) skip coalescing; duplicates in
+    any order are summed first: both give the same update."""
+    torch.manual_seed(0)
+    tables = [torch.nn.Parameter(torch.randn(10, 3)) for _ in range(2)]
+    tables[1].data.copy_(tables[0].data)
+    optimizers = [RowWiseAdam([table], lr=0.01) for table in tables]
+    for _ in range(3):
+        index = torch.tensor([7, 2, 7, 5, 2])
+        values = torch.randn(5, 3)
+        uncoalesced = torch.sparse_coo_tensor(index[None], values, (10, 3))
+        coalesced = uncoalesced.coalesce()  # a new tensor from it is not flagged coalesced
+        tables[0].grad = uncoalesced
+        tables[1].grad = torch.sparse_coo_tensor(coalesced._indices(), coalesced._values(), (10, 3))
+        for optimizer in optimizers:
+            optimizer.step()
+    assert torch.equal(tables[0], tables[1])
 
 
 def test_row_wise_adam_leaves_rows_it_did_not_see_alone() -> None:
@@ -155,14 +185,14 @@ def test_row_wise_adam_leaves_rows_it_did_not_see_alone() -> None:
     optimizer = RowWiseAdam([table], lr=0.1)
     table.grad = torch.sparse_coo_tensor(torch.tensor([[1, 2]]), torch.ones(2, 2), table.shape)
     optimizer.step()
-    before = optimizer.state[table]["rows"].clone()  # per row: sum, exp_avg, exp_avg_sq
+    before = optimizer.state[table]["moments"].clone()  # per row: exp_avg, exp_avg_sq
     row_1 = table.detach()[1].clone()
     table.grad = torch.sparse_coo_tensor(torch.tensor([[2]]), torch.ones(1, 2), table.shape)
     optimizer.step()
-    after = optimizer.state[table]["rows"]
+    after = optimizer.state[table]["moments"]
     assert torch.equal(table.detach()[1], row_1)
     assert torch.equal(after[1], before[1])  # moments of an unseen row do not decay
-    assert not torch.equal(after[2, 1:], before[2, 1:])
+    assert not torch.equal(after[2], before[2])
 
 
 def test_row_wise_adam_equals_dense_adam_when_every_row_is_seen() -> None:
@@ -205,3 +235,37 @@ def test_embedding_optimizer_picks_the_row_wise_tables(policy: str, row_wise: se
     dense_tables = {tables[id(p)] for p in optimizer.adam.param_groups[0]["params"]}
     assert dense_tables == set(schema.fields) - row_wise
     assert math.isclose(optimizer.adam.param_groups[0]["lr"], 1e-3)
+
+
+def test_fused_adam_steps_exactly_as_torch_adam() -> None:
+    """FusedAdam calls fused Adam's kernel itself: bitwise what `torch.optim.Adam(fused=True)`
+    does, with two groups, through a state reload and a step where a parameter has no
+    gradient; its state_dict is Adam's."""
+    torch.manual_seed(0)
+    model = build_model("deepfm", SCHEMA, ExperimentConfig())
+    reference = copy.deepcopy(model)
+
+    def groups(net: torch.nn.Module) -> list[dict]:
+        tables = [table.weight for _, table in net.embedding.named_tables()]
+        others = [p for p in net.parameters() if all(p is not t for t in tables)]
+        return [{"params": tables, "weight_decay": 1e-4}, {"params": others, "weight_decay": 1e-3}]
+
+    optimizer = FusedAdam(groups(model), lr=0.01)
+    reference_optimizer = torch.optim.Adam(groups(reference), lr=0.01, fused=True)
+    batch = batch_with_oov_and_empty_sequences()
+    labels = torch.arange(16).remainder(2).float()
+    for step in range(5):
+        for net in (model, reference):
+            F.binary_cross_entropy_with_logits(net(batch), labels).backward()
+            if step == 3:
+                net.bias.grad = None
+        optimizer.step()
+        reference_optimizer.step()
+        optimizer.zero_grad()
+        reference_optimizer.zero_grad()
+        if step == 1:
+            optimizer.load_state_dict(copy.deepcopy(reference_optimizer.state_dict()))
+    for (name, param), reference_param in zip(
+        model.named_parameters(), reference.parameters(), strict=True
+    ):
+        assert torch.equal(param, reference_param), name

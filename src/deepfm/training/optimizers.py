@@ -1,13 +1,15 @@
 """Adam for CTR models: fused dense Adam, and row-wise (lazy) Adam for large embedding tables.
 
-Every embedding table returns a sparse gradient: one row per looked-up index, so the
-backward pass never builds a `(V, dim)` tensor. A table is then updated in one of two ways:
+A table is updated in one of two ways (`FeatureEmbedding` gives each table the gradient its
+update reads):
 
-- **dense Adam** (`adam`): the gradient is summed into a dense tensor and the table joins the
-  fused Adam step of the other parameters. Every row's moments decay at every step, as in
-  `torch.optim.Adam`; the step costs O(V) per table.
+- **dense Adam** (`adam`): the table's gradient is a dense tensor, its looked-up rows'
+  gradients summed, and the table joins the fused Adam step of the other parameters. Every
+  row's moments decay at every step, as in `torch.optim.Adam`; the step costs O(V) per
+  table.
 - **row-wise Adam** (`lazy_adam`, `RowWiseAdam`): only the rows the batch looked up change,
-  in O(batch) per table, as TensorFlow's LazyAdam and TorchRec's fused row-wise optimizers
+  in O(batch) per table, from a sparse gradient with one row per distinct looked-up index
+  (never a `(V, dim)` tensor), as TensorFlow's LazyAdam and TorchRec's fused row-wise optimizers
   do. A looked-up row gets exactly dense Adam's update; a row that was not looked up keeps
   its weights *and* its moments (they do not decay until the row is seen again), and
   `embedding_l2` acts on looked-up rows only.
@@ -29,10 +31,67 @@ from torch import Tensor, nn
 
 from deepfm.config import TrainConfig
 from deepfm.models.layers.embedding import FeatureEmbedding
-from deepfm.training import distributed
 
 # Tables with at least this many rows are updated row-wise under `embedding_optimizer: auto`.
 ROW_WISE_MIN_ROWS = 50_000
+
+
+class FusedAdam(torch.optim.Adam):
+    """`torch.optim.Adam(fused=True)` whose `step` calls the fused kernel straight away.
+
+    The same kernel, state (`state_dict` is Adam's) and hooks; what it drops is the general
+    `Adam.step`'s per-step regrouping of parameters and state by device, dtype and options,
+    which on the CPU costs about as much as the kernel itself. It takes only plain Adam: no
+    amsgrad, maximize, capturable, differentiable or decoupled weight decay.
+
+    Example::
+
+        optimizer = FusedAdam(model.parameters(), lr=1e-3)
+        loss.backward()
+        optimizer.step()  # bitwise what torch.optim.Adam(..., fused=True).step() does
+    """
+
+    def __init__(
+        self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3
+    ) -> None:
+        super().__init__(params, lr=lr, fused=True)
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:
+        for group in self.param_groups:
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            states = [self._state(param) for param in params]
+            steps = [state["step"] for state in states]
+            beta1, beta2 = group["betas"]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                params,
+                [param.grad for param in params],
+                [state["exp_avg"] for state in states],
+                [state["exp_avg_sq"] for state in states],
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+
+    def _state(self, param: Tensor) -> dict[str, Tensor]:
+        """`param`'s state, created on its first step as `torch.optim.Adam` creates it."""
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
 
 
 class RowWiseAdam(torch.optim.Optimizer):
@@ -40,12 +99,10 @@ class RowWiseAdam(torch.optim.Optimizer):
 
     A row's update, its moments and its bias correction are those of `torch.optim.Adam`
     (L2 `weight_decay` added to the gradient); rows not in the gradient are left untouched.
-    Duplicate indices in an uncoalesced gradient are summed first (with
-    `index_add_`, deterministic on the CPU; `index_put_(accumulate=True)` is faster but its
-    float sums change from run to run). The
-    state of a table is one `(V, 3, ...)` tensor: per row the gradient sum (zero between
-    steps), `exp_avg` and `exp_avg_sq`, side by side, so that a step reads and writes each
-    looked-up row of state in one gather and one scatter.
+    A gradient with duplicate indices is coalesced first (`FeatureEmbedding` hands over
+    coalesced ones, their duplicates summed with the deterministic `index_add_`). The state
+    of a table is one `(V, 2, ...)` tensor, per row `exp_avg` and `exp_avg_sq` side by side,
+    so that a step reads and writes each looked-up row of state in one gather and one copy.
 
     Args:
         params: tables whose gradients are sparse COO tensors.
@@ -69,7 +126,6 @@ class RowWiseAdam(torch.optim.Optimizer):
         super().__init__(
             params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         )
-        self._sums: dict[Tensor, Tensor] = {}  # per table: zeros between steps
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
@@ -77,41 +133,37 @@ class RowWiseAdam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            indices, weights, rows = [], [], []
+            indices, grads, weights, moments = [], [], [], []
             for param in params:
                 index, values = _sparse_rows(param)
                 state = self.state[param]
                 if not state:
                     state["step"] = 0
-                    # Per table row: [summed gradient (zero between steps), exp_avg,
-                    # exp_avg_sq], side by side so that one gather reads all three.
-                    state["rows"] = param.new_zeros(len(param), 3, *param.shape[1:])
+                    # Per table row: [exp_avg, exp_avg_sq], side by side.
+                    state["moments"] = param.new_zeros(len(param), 2, *param.shape[1:])
                 state["step"] += 1
-                # Sum the gradients of duplicate indices, then read each index's row.
-                state["rows"][:, 0].index_add_(0, index, values)
                 indices.append(index)
-                rows.append(state["rows"].index_select(0, index))
+                grads.append(values)
                 weights.append(param.index_select(0, index))
-            self._adam(group, params, weights, rows)
-            for param, index, weight, row in zip(params, indices, weights, rows, strict=True):
-                row[:, 0] = 0
-                # Duplicate indices carry identical values, so the writes agree.
-                param.index_put_((index,), weight)
-                self.state[param]["rows"].index_put_((index,), row)
+                moments.append(state["moments"].index_select(0, index))
+            self._adam(group, params, grads, weights, moments)
+            for param, index, weight, moment in zip(params, indices, weights, moments, strict=True):
+                param.index_copy_(0, index, weight)
+                self.state[param]["moments"].index_copy_(0, index, moment)
 
     def _adam(
         self,
         group: dict[str, Any],
         params: list[Tensor],
+        grads: list[Tensor],
         weights: list[Tensor],
-        rows: list[Tensor],
+        moments: list[Tensor],
     ) -> None:
         """torch.optim.Adam's update of the gathered rows, in place, all tables at once."""
         beta1, beta2 = group["betas"]
         steps = [self.state[param]["step"] for param in params]
-        grads = [row[:, 0] for row in rows]
-        exp_avgs = [row[:, 1] for row in rows]
-        exp_avg_sqs = [row[:, 2] for row in rows]
+        exp_avgs = [moment[:, 0] for moment in moments]
+        exp_avg_sqs = [moment[:, 1] for moment in moments]
         if group["weight_decay"]:
             grads = torch._foreach_add(grads, weights, alpha=group["weight_decay"])
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
@@ -125,21 +177,27 @@ class RowWiseAdam(torch.optim.Optimizer):
 
 
 def _sparse_rows(param: Tensor) -> tuple[Tensor, Tensor]:
-    """A sparse gradient's indices (duplicates kept) and its rows."""
+    """A sparse gradient's distinct indices and their summed rows."""
     grad = param.grad
     if grad is None or not grad.is_sparse:
         raise ValueError("RowWiseAdam needs sparse gradients (F.embedding(..., sparse=True))")
+    index = grad._indices()[0]
+    # Coalesced gradients lose their flag on their way to `.grad`; sorted, distinct indices
+    # (what `FeatureEmbedding` hands over) need no coalescing.
+    if grad.is_coalesced() or bool((index[1:] > index[:-1]).all()):
+        return index, grad._values()
+    grad = grad.coalesce()
     return grad._indices()[0], grad._values()
 
 
 class CTROptimizer:
     """The optimizer `Trainer` steps: fused Adam over the dense parameters and the densely
-    updated tables (whose sparse gradients it sums into dense ones first), and `RowWiseAdam`
-    over the row-wise tables. Two L2 settings: `embedding_l2` for tables, `weight_decay` for
+    updated tables, and `RowWiseAdam` over the row-wise tables (whose gradients it makes
+    sparse). Two L2 settings: `embedding_l2` for tables, `weight_decay` for
     the rest.
 
     Args:
-        model: a model with a `FeatureEmbedding`; its tables are switched to sparse gradients.
+        model: a model with a `FeatureEmbedding`; its row-wise tables get sparse gradients.
         config: the `train` section (`lr`, `weight_decay`, `embedding_l2`,
             `embedding_optimizer`).
 
@@ -159,26 +217,22 @@ class CTROptimizer:
             for _, table in module.named_tables()
         ]
         row_wise = [t.weight for t in tables if _row_wise(t.weight, config.embedding_optimizer)]
-        # In a process group, sparse gradients only where a row-wise table needs them
-        # (they are averaged over ranks by `distributed.average_sparse_gradients`, not by
-        # DDP); dense ones are what DDP always did.
-        sparse = distributed.world_size() == 1 or bool(row_wise)
         for module in model.modules():
             if isinstance(module, FeatureEmbedding):
-                module.use_sparse_gradients(sparse)
-        # The tables whose gradients are sparse COO tensors.
-        self.sparse_tables = [t.weight for t in tables] if sparse else []
-        self.dense_tables = [t.weight for t in tables if t.weight not in set(row_wise)]
+                module.use_sparse_gradients(row_wise)
+        # The tables whose gradients are sparse COO tensors: kept out of DDP's reducer and
+        # averaged over ranks by `distributed.average_sparse_gradients`.
+        self.sparse_tables = row_wise
+        row_wise_ids = {id(weight) for weight in row_wise}
+        self.dense_tables = [t.weight for t in tables if id(t.weight) not in row_wise_ids]
         table_ids = {id(table.weight) for table in tables}
         others = [p for p in model.parameters() if id(p) not in table_ids]
-        # fused: one kernel for all parameters instead of a loop over them (~0.3 ms a step).
-        self.adam = torch.optim.Adam(
+        self.adam = FusedAdam(
             [
                 {"params": self.dense_tables, "weight_decay": config.embedding_l2},
                 {"params": others, "weight_decay": config.weight_decay},
             ],
             lr=config.lr,
-            fused=True,
         )
         self.row_wise_adam = (
             RowWiseAdam(row_wise, lr=config.lr, weight_decay=config.embedding_l2)
@@ -193,12 +247,6 @@ class CTROptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        for table in self.dense_tables:
-            if table.grad is not None and table.grad.is_sparse:
-                grad = table.grad
-                table.grad = torch.zeros_like(table).index_add_(
-                    0, grad._indices()[0], grad._values()
-                )
         self.adam.step()
         if self.row_wise_adam is not None:
             self.row_wise_adam.step()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
@@ -43,8 +43,10 @@ class FeatureEmbedding(nn.Module):
     The lookups read the tables' weights directly rather than calling the modules, in work
     proportional to the rows a batch looks up, never to a table's size: a sparse field is
     one row gather (OOV rows multiplied by 0, so index 0 gets no gradient), a sequence field
-    a gather of its `batch x max_len` rows and a masked mean. After `use_sparse_gradients()`
-    (the trainer calls it) every table's gradient is sparse: one row per looked-up index.
+    a gather of its `batch x max_len` rows and a masked mean. All lookups are one autograd
+    node whose backward writes each table's gradient directly: dense (the looked-up rows'
+    gradients summed into a `(V, dim)` tensor), or sparse, one row per looked-up index, for
+    the tables given to `use_sparse_gradients` (the trainer's row-wise tables).
 
     Args:
         schema: the ordered fields, at least one of them sparse; every output follows their
@@ -98,6 +100,11 @@ class FeatureEmbedding(nn.Module):
                 {spec.name: _embedding_table(spec, 1) for spec in fields}
             )
         if field_embeddings:
+            # Per field, the identity of its width (None where a projection replaces it).
+            self._identities = [
+                None if spec.embedding_dim != fm_embed_dim else torch.eye(fm_embed_dim)
+                for spec in fields
+            ]
             self.projections = nn.ModuleDict(
                 {
                     spec.name: nn.Linear(spec.embedding_dim, fm_embed_dim, bias=False)
@@ -105,15 +112,14 @@ class FeatureEmbedding(nn.Module):
                     if spec.embedding_dim != fm_embed_dim
                 }
             )
-        self.sparse_gradients = False
 
-    def use_sparse_gradients(self, sparse: bool = True) -> None:
-        """Make every table's weight gradient sparse: one row per looked-up index, never a
-        `(V, dim)` tensor (what `deepfm.training.optimizers.CTROptimizer` wants), or dense (the
-        default, which every torch optimizer takes)."""
-        self.sparse_gradients = sparse
+    def use_sparse_gradients(self, tables: Iterable[Tensor]) -> None:
+        """Give the tables whose weights are in `tables` sparse COO gradients (one row per
+        looked-up index, never a `(V, dim)` tensor: what `RowWiseAdam` reads) and every other
+        table a dense one, summed from the looked-up rows (what fused Adam and DDP read)."""
+        chosen = {id(weight) for weight in tables}
         for _, table in self.named_tables():
-            table.sparse = sparse  # what DistributedDataParallel reads to expect a sparse grad
+            table.sparse = id(table.weight) in chosen  # what DDP reads to expect a sparse grad
 
     def named_tables(self) -> list[tuple[str, nn.Embedding | nn.EmbeddingBag]]:
         """Every table with the field it belongs to, second-order tables first."""
@@ -123,17 +129,17 @@ class FeatureEmbedding(nn.Module):
         return tables
 
     def forward(self, batch: dict[str, Tensor]) -> EmbeddingViews:
-        weights = {name: _lookup_weights(batch[name]) for name in self.second_order_embeddings}
-        raw_embeddings = [
-            self._lookup(table.weight, batch[name], weights[name])
-            for name, table in self.second_order_embeddings.items()
-        ]
-        first_order = None
+        lookups = [_Lookup.of(batch[name]) for name in self.second_order_embeddings]
+        tables = [table for _, table in self.named_tables()]
+        outputs = _TableLookup.apply(
+            lookups,
+            self.with_first_order,
+            [table.sparse for table in tables],
+            *(table.weight for table in tables),
+        )
+        first_order, raw_embeddings = None, outputs
         if self.with_first_order:
-            first_order = sum(
-                self._lookup(table.weight, batch[name], weights[name])
-                for name, table in self.first_order_embeddings.items()
-            )  # (B, 1)
+            first_order, *raw_embeddings = outputs  # (B, 1), one (B, dim) per field
         flat_embeddings = torch.cat(raw_embeddings, dim=1)  # (B, total_dim)
         field_embeddings = None
         if self.with_field_embeddings:
@@ -148,12 +154,96 @@ class FeatureEmbedding(nn.Module):
             )  # (B, F, fm_embed_dim)
         return EmbeddingViews(first_order, field_embeddings, flat_embeddings)
 
-    def _lookup(self, table: Tensor, indices: Tensor, weights: Tensor) -> Tensor:
-        """`(B, dim)`: the weighted sum of the rows of `indices` (`(B,)` or `(B, max_len)`)."""
-        rows = F.embedding(indices.reshape(-1), table, sparse=self.sparse_gradients)
+
+class _Lookup(NamedTuple):
+    """One field's looked-up rows: `index` `(B * L,)` int64 (L = 1 for a sparse field) and
+    the weight of each row, `(B, L)`: 1/0 for a sparse field (0 for OOV), 1/count over the
+    non-padding entries of a sequence field (all 0 for an all-padding row), so that padding
+    and OOV rows add nothing and get no gradient."""
+
+    index: Tensor
+    weights: Tensor
+
+    @classmethod
+    def of(cls, indices: Tensor) -> _Lookup:
+        present = (indices != 0).float()
         if indices.dim() == 1:
-            return rows * weights
-        return (rows.view(*weights.shape, -1) * weights.unsqueeze(2)).sum(dim=1)
+            return cls(indices.long(), present.unsqueeze(1))
+        weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)
+        return cls(indices.reshape(-1).long(), weights)
+
+    def pool(self, table: Tensor) -> Tensor:
+        """`(B, dim)`: the weighted sum of each batch row's looked-up rows of `table`."""
+        rows = table.index_select(0, self.index)
+        if self.weights.shape[1] == 1:
+            return rows * self.weights
+        return (rows.view(*self.weights.shape, -1) * self.weights.unsqueeze(2)).sum(dim=1)
+
+    def row_gradients(self, grad: Tensor) -> Tensor:
+        """`(B * L, dim)`: the gradient of each looked-up row, given `grad` `(B, dim)`."""
+        if self.weights.shape[1] == 1:
+            return grad * self.weights
+        return (grad.unsqueeze(1) * self.weights.unsqueeze(2)).reshape(len(self.index), -1)
+
+
+class _TableLookup(torch.autograd.Function):
+    """Every table's lookup in one autograd node: the first-order sum (when the first-order
+    tables follow the second-order ones) and each field's `(B, dim)` vector; in backward,
+    each table's gradient straight from its rows' gradients, with no per-lookup graph nodes:
+    summed into a dense `(V, dim)` tensor, or a coalesced sparse COO tensor, one row per
+    distinct index (found once per field for both its tables). Sums use `index_add_`,
+    deterministic on the CPU."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        lookups: list[_Lookup],
+        with_first_order: bool,
+        sparse: list[bool],
+        *tables: Tensor,
+    ) -> tuple[Tensor, ...]:
+        ctx.lookups, ctx.with_first_order, ctx.sparse = lookups, with_first_order, sparse
+        ctx.shapes = [table.shape for table in tables]
+        fields = len(lookups)
+        vectors = [
+            lookup.pool(table) for lookup, table in zip(lookups, tables[:fields], strict=True)
+        ]
+        if not with_first_order:
+            return tuple(vectors)
+        first_order = sum(
+            lookup.pool(table) for lookup, table in zip(lookups, tables[fields:], strict=True)
+        )
+        return (first_order, *vectors)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        lookups = ctx.lookups
+        if ctx.with_first_order:
+            grads = (*grads[1:], *[grads[0]] * len(lookups))
+            lookups = lookups + lookups
+        table_grads = []
+        distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per lookup: its distinct indices
+        for position, (lookup, grad, shape, sparse) in enumerate(
+            zip(lookups, grads, ctx.shapes, ctx.sparse, strict=True)
+        ):
+            if not ctx.needs_input_grad[3 + position]:
+                table_grads.append(None)
+                continue
+            rows = lookup.row_gradients(grad)
+            if not sparse:
+                table_grads.append(rows.new_zeros(shape).index_add_(0, lookup.index, rows))
+                continue
+            # Coalesced: one row per distinct index (sorted), duplicates summed in order.
+            if id(lookup) not in distinct:
+                distinct[id(lookup)] = torch.unique(lookup.index, return_inverse=True)
+            index, inverse = distinct[id(lookup)]
+            summed = rows.new_zeros(len(index), *shape[1:]).index_add_(0, inverse, rows)
+            table_grads.append(
+                torch.sparse_coo_tensor(
+                    index.unsqueeze(0), summed, shape, is_coalesced=True, check_invariants=False
+                )
+            )
+        return (None, None, None, *table_grads)
 
 
 def _embedding_table(spec: FieldSpec, dim: int) -> nn.Embedding | nn.EmbeddingBag:
@@ -165,13 +255,3 @@ def _embedding_table(spec: FieldSpec, dim: int) -> nn.Embedding | nn.EmbeddingBa
     with torch.no_grad():
         table.weight[0].zero_()
     return table
-
-
-def _lookup_weights(indices: Tensor) -> Tensor:
-    """The weight of each looked-up row: `(B, 1)` 1/0 for a sparse field (0 for OOV), `(B, L)`
-    1/count over the non-padding entries of a sequence field (all 0 for an all-padding row),
-    so padding and OOV rows add nothing and get no gradient."""
-    present = (indices != 0).float()
-    if indices.dim() == 1:
-        return present.unsqueeze(1)
-    return present / present.sum(dim=1, keepdim=True).clamp(min=1)
