@@ -42,8 +42,8 @@ class FeatureEmbedding(nn.Module):
 
     The lookups read the tables' weights directly rather than calling the modules, in work
     proportional to the rows a batch looks up, never to a table's size: a sparse field is
-    one row gather (OOV rows multiplied by 0, so index 0 gets no gradient), a sequence field
-    a gather of its `batch x max_len` rows and a masked mean. All lookups are one autograd
+    one row gather (an OOV row reads the zero row 0, whose gradient is dropped), a sequence
+    field a gather of its `batch x max_len` rows and a masked mean. All lookups are one autograd
     node whose backward writes each table's gradient directly: dense (the looked-up rows'
     gradients summed into a `(V, dim)` tensor), or sparse, one row per looked-up index, for
     the tables given to `use_sparse_gradients` (the trainer's row-wise tables).
@@ -156,33 +156,33 @@ class FeatureEmbedding(nn.Module):
 
 
 class _Lookup(NamedTuple):
-    """One field's looked-up rows: `index` `(B * L,)` int64 (L = 1 for a sparse field) and
-    the weight of each row, `(B, L)`: 1/0 for a sparse field (0 for OOV), 1/count over the
-    non-padding entries of a sequence field (all 0 for an all-padding row), so that padding
-    and OOV rows add nothing and get no gradient."""
+    """One field's looked-up rows: `index` `(B * L,)` int64 (L = 1 for a sparse field) and,
+    for a sequence field, each row's weight `(B, L)`: 1/count over the row's non-padding
+    entries, 0 for padding (all 0 for an all-padding row). A sparse field needs no weights:
+    its OOV row 0 is zero and its gradient is dropped (`_TableLookup.backward`)."""
 
     index: Tensor
-    weights: Tensor
+    weights: Tensor | None
 
     @classmethod
     def of(cls, indices: Tensor) -> _Lookup:
-        present = (indices != 0).float()
         if indices.dim() == 1:
-            return cls(indices.long(), present.unsqueeze(1))
+            return cls(indices.long(), None)
+        present = (indices != 0).float()
         weights = present / present.sum(dim=1, keepdim=True).clamp(min=1)
         return cls(indices.reshape(-1).long(), weights)
 
     def pool(self, table: Tensor) -> Tensor:
         """`(B, dim)`: the weighted sum of each batch row's looked-up rows of `table`."""
         rows = table.index_select(0, self.index)
-        if self.weights.shape[1] == 1:
-            return rows * self.weights
+        if self.weights is None:
+            return rows
         return (rows.view(*self.weights.shape, -1) * self.weights.unsqueeze(2)).sum(dim=1)
 
     def row_gradients(self, grad: Tensor) -> Tensor:
         """`(B * L, dim)`: the gradient of each looked-up row, given `grad` `(B, dim)`."""
-        if self.weights.shape[1] == 1:
-            return grad * self.weights
+        if self.weights is None:
+            return grad
         return (grad.unsqueeze(1) * self.weights.unsqueeze(2)).reshape(len(self.index), -1)
 
 
@@ -231,13 +231,16 @@ class _TableLookup(torch.autograd.Function):
                 continue
             rows = lookup.row_gradients(grad)
             if not sparse:
-                table_grads.append(rows.new_zeros(shape).index_add_(0, lookup.index, rows))
+                table_grad = rows.new_zeros(shape).index_add_(0, lookup.index, rows)
+                table_grad[0] = 0  # the OOV / padding row stays zero
+                table_grads.append(table_grad)
                 continue
             # Coalesced: one row per distinct index (sorted), duplicates summed in order.
             if id(lookup) not in distinct:
                 distinct[id(lookup)] = torch.unique(lookup.index, return_inverse=True)
             index, inverse = distinct[id(lookup)]
             summed = rows.new_zeros(len(index), *shape[1:]).index_add_(0, inverse, rows)
+            summed *= (index != 0).unsqueeze(1)  # the OOV / padding row stays zero
             table_grads.append(
                 torch.sparse_coo_tensor(
                     index.unsqueeze(0), summed, shape, is_coalesced=True, check_invariants=False
