@@ -7,8 +7,9 @@ per-round ratios, as the CPU's speed drifts):
 1. DeepFM with the seed's ml-100k tables against ml-25m-sized ones (162,542 users, 59,048
    movies), under each `train.embedding_optimizer`;
 2. DeepFM with a 100,000-value sequence field in place of genres (20 values);
-3. where row-wise Adam starts to pay (what sets `ROW_WISE_MIN_ROWS`): DeepFM with user
-   and movie tables of N rows each, updated densely or row-wise (the other tables dense).
+3. where row-wise Adam starts to pay (what sets `ROW_WISE_MIN_VALUES`): DeepFM with user
+   and movie tables of N rows each (16 wide), updated densely or row-wise (the other
+   tables, their one-wide first-order tables included, dense).
 
     python bench/bench_table_size.py [--rows 80000] [--rounds 3] [--device cuda]
 """
@@ -122,9 +123,9 @@ def main() -> None:
     print(header.format("rows per table", "dense Adam", "row-wise Adam"))
     for rows in (5_000, 20_000, 60_000, 160_000):
         schema = with_vocabularies(small, {"user_id": rows, "movie_id": rows})
-        optimizers.ROW_WISE_MIN_ROWS = 10**9  # read when the trainer builds its optimizer
+        optimizers.ROW_WISE_MIN_VALUES = 10**12  # read when the trainer builds its optimizer
         dense = Variant("dense", schema, "auto", args.rows, device)
-        optimizers.ROW_WISE_MIN_ROWS = rows
+        optimizers.ROW_WISE_MIN_VALUES = rows * 16
         row_wise = Variant("row-wise", schema, "auto", args.rows, device)
         rates = compare([dense, row_wise], args.rounds)
         print(ratio_row(f"{rows:,}", rates["dense"], rates["row-wise"]), flush=True)

@@ -16,12 +16,13 @@ from deepfm.data.schema import FeatureType, FieldSpec, Schema
 from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.registry import build_model
 from deepfm.training.optimizers import (
-    ROW_WISE_MIN_ROWS,
+    ROW_WISE_MIN_VALUES,
     CTROptimizer,
     FusedAdam,
     RowWiseAdam,
 )
 
+FIELDS = ("user_id", "genres", "tags")
 SCHEMA = Schema.of(
     [
         FieldSpec("user_id", FeatureType.SPARSE, 30, 8),
@@ -213,19 +214,28 @@ def test_row_wise_adam_equals_dense_adam_when_every_row_is_seen() -> None:
 
 @pytest.mark.parametrize(
     ("policy", "row_wise"),
-    [("adam", set()), ("lazy_adam", {"user_id", "genres", "tags"}), ("auto", {"tags"})],
+    [
+        ("adam", set()),
+        ("lazy_adam", {f"{order}.{name}" for order in ("second", "first") for name in FIELDS}),
+        ("auto", {"second.tags"}),  # tags' first-order table: ROW_WISE_MIN_VALUES / 4 values
+    ],
 )
 def test_embedding_optimizer_picks_the_row_wise_tables(policy: str, row_wise: set[str]) -> None:
+    """`auto`: row-wise exactly for the tables of at least ROW_WISE_MIN_VALUES values."""
     schema = Schema.of(
         [
-            FieldSpec("user_id", FeatureType.SPARSE, ROW_WISE_MIN_ROWS - 1, 8),
+            FieldSpec("user_id", FeatureType.SPARSE, ROW_WISE_MIN_VALUES // 8 - 1, 8),
             FieldSpec("genres", FeatureType.SEQUENCE, 20, 4, max_len=3),
-            FieldSpec("tags", FeatureType.SEQUENCE, ROW_WISE_MIN_ROWS, 4, max_len=3),
+            FieldSpec("tags", FeatureType.SEQUENCE, ROW_WISE_MIN_VALUES // 4, 4, max_len=3),
         ]
     )
     model = build_model("deepfm", schema, ExperimentConfig())
     optimizer = CTROptimizer(model, replace(TrainConfig(), embedding_optimizer=policy))
-    tables = {id(table.weight): name for name, table in model.embedding.named_tables()}
+    tables = {
+        id(param): f"{name.split('.')[1].split('_')[0]}.{name.split('.')[2]}"
+        for name, param in model.named_parameters()
+        if "_order_embeddings" in name
+    }  # "second.tags", "first.user_id", ...
     chosen = (
         {tables[id(p)] for p in optimizer.row_wise_adam.param_groups[0]["params"]}
         if optimizer.row_wise_adam
@@ -233,7 +243,10 @@ def test_embedding_optimizer_picks_the_row_wise_tables(policy: str, row_wise: se
     )
     assert chosen == row_wise
     dense_tables = {tables[id(p)] for p in optimizer.adam.param_groups[0]["params"]}
-    assert dense_tables == set(schema.fields) - row_wise
+    assert dense_tables == set(tables.values()) - row_wise
+    assert {id(p) for p in optimizer.sparse_tables} == {
+        key for key, name in tables.items() if name in row_wise
+    }
     assert math.isclose(optimizer.adam.param_groups[0]["lr"], 1e-3)
 
 

@@ -15,9 +15,11 @@ update reads):
   `embedding_l2` acts on looked-up rows only.
 
 `train.embedding_optimizer: auto` (the default) updates tables of at least
-`ROW_WISE_MIN_ROWS` rows row-wise and smaller ones densely: on small tables dense Adam is as
-cheap and keeps the exact `torch.optim.Adam` semantics; on large ones it would dominate the
-step (docs/benchmarks.md measures both).
+`ROW_WISE_MIN_VALUES` values (rows x width) row-wise and smaller ones densely: on small
+tables dense Adam is as cheap and keeps the exact `torch.optim.Adam` semantics; on large
+ones it would dominate the step. The bound counts values, not rows, because a dense step
+costs per value and a row-wise one per table and looked-up row: a one-wide first-order
+table of 160,000 rows is cheaper dense (docs/benchmarks.md measures both).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from torch import Tensor, nn
 from deepfm.config import TrainConfig
 from deepfm.models.layers.embedding import FeatureEmbedding
 
-# Tables with at least this many rows are updated row-wise under `embedding_optimizer: auto`.
-ROW_WISE_MIN_ROWS = 50_000
+# Tables of at least this many values (rows x width; 50,000 rows of 16) are updated
+# row-wise under `embedding_optimizer: auto`.
+ROW_WISE_MIN_VALUES = 800_000
 
 
 class FusedAdam(torch.optim.Adam):
@@ -264,4 +267,4 @@ class CTROptimizer:
 
 
 def _row_wise(table: Tensor, policy: str) -> bool:
-    return policy == "lazy_adam" or (policy == "auto" and len(table) >= ROW_WISE_MIN_ROWS)
+    return policy == "lazy_adam" or (policy == "auto" and table.numel() >= ROW_WISE_MIN_VALUES)

@@ -38,7 +38,7 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for width in hidden_units:
-            layers += [nn.Linear(input_dim, width), nn.ReLU()]
+            layers += [nn.Linear(input_dim, width), nn.ReLU(inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             input_dim = width
