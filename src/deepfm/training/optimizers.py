@@ -226,6 +226,7 @@ class CTROptimizer:
         # The tables whose gradients are sparse COO tensors: kept out of DDP's reducer and
         # averaged over ranks by `distributed.average_sparse_gradients`.
         self.sparse_tables = row_wise
+        self.parameters = list(model.parameters())
         row_wise_ids = {id(weight) for weight in row_wise}
         self.dense_tables = [t.weight for t in tables if id(t.weight) not in row_wise_ids]
         table_ids = {id(table.weight) for table in tables}
@@ -243,10 +244,11 @@ class CTROptimizer:
             else None
         )
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.adam.zero_grad(set_to_none)
-        if self.row_wise_adam is not None:
-            self.row_wise_adam.zero_grad(set_to_none)
+    def zero_grad(self) -> None:
+        """Drop every gradient, as `zero_grad(set_to_none=True)` does, in a plain loop
+        (without `Optimizer.zero_grad`'s per-call profiling and bookkeeping)."""
+        for param in self.parameters:
+            param.grad = None
 
     @torch.no_grad()
     def step(self) -> None:

@@ -236,7 +236,7 @@ class Trainer:
         for step, start in enumerate(bar):
             batch = order[start : start + batch_size]
             loss = self._batch_loss(train_ds, batch, world)
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             loss.backward()
             distributed.average_sparse_gradients(self.optimizer.sparse_tables)
             self.optimizer.step()

@@ -232,7 +232,7 @@ class _TableLookup(torch.autograd.Function):
             rows = lookup.row_gradients(grad)
             if not sparse:
                 table_grad = rows.new_zeros(shape).index_add_(0, lookup.index, rows)
-                table_grad[0] = 0  # the OOV / padding row stays zero
+                table_grad.narrow(0, 0, 1).zero_()  # the OOV / padding row stays zero
                 table_grads.append(table_grad)
                 continue
             # Coalesced: one row per distinct index (sorted), duplicates summed in order.
