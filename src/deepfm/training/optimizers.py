@@ -47,6 +47,10 @@ class FusedAdam(torch.optim.Adam):
     which on the CPU costs about as much as the kernel itself. It takes only plain Adam: no
     amsgrad, maximize, capturable, differentiable or decoupled weight decay.
 
+    Args:
+        params: parameters, or param groups (each may set its own `weight_decay`).
+        lr: Adam's learning rate.
+
     Example::
 
         optimizer = FusedAdam(model.parameters(), lr=1e-3)
