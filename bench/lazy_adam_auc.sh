@@ -13,7 +13,7 @@ rm -rf "$work"
 git clone -q "$repo" "$work"
 cd "$work"
 list=$(echo "$models" | tr ' ' ',')
-dvc exp run -q -S train.embedding_optimizer=lazy_adam -S "train.models=[$list]" >/dev/null
+dvc exp run -q -S train.embedding_optimizer=lazy_adam -S "train.models=[$list]" -S "tune.models=[]" >/dev/null
 python - "$repo" $models <<'PY'
 import json, sys
 from pathlib import Path
