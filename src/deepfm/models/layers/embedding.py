@@ -100,11 +100,6 @@ class FeatureEmbedding(nn.Module):
                 {spec.name: _embedding_table(spec, 1) for spec in fields}
             )
         if field_embeddings:
-            # Per field, the identity of its width (None where a projection replaces it).
-            self._identities = [
-                None if spec.embedding_dim != fm_embed_dim else torch.eye(fm_embed_dim)
-                for spec in fields
-            ]
             self.projections = nn.ModuleDict(
                 {
                     spec.name: nn.Linear(spec.embedding_dim, fm_embed_dim, bias=False)
