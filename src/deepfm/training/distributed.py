@@ -89,8 +89,8 @@ def wrap(
     """`model` in DistributedDataParallel inside a process group, else `model` itself.
 
     DDP starts every rank from rank 0's weights and averages gradients over ranks in
-    `backward`. `static_graph`: every step uses the same parameters; those a model never
-    uses (DNN's first-order tables) keep no gradient, as in one process. `sparse_tables`
+    `backward`. `static_graph`: every step uses the same parameters; one a model never
+    uses keeps no gradient, as in one process. `sparse_tables`
     (parameters with sparse gradients) stay out of DDP's reducer, whose sparse all-reduce
     over gloo aborted ranks now and then; `average_sparse_gradients` averages them.
     """

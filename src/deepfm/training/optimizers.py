@@ -8,11 +8,11 @@ update reads):
   row's moments decay at every step, as in `torch.optim.Adam`; the step costs O(V) per
   table.
 - **row-wise Adam** (`lazy_adam`, `RowWiseAdam`): only the rows the batch looked up change,
-  in O(batch) per table, from a sparse gradient with one row per distinct looked-up index
-  (never a `(V, dim)` tensor), as TensorFlow's LazyAdam and TorchRec's fused row-wise optimizers
-  do. A looked-up row gets exactly dense Adam's update; a row that was not looked up keeps
-  its weights *and* its moments (they do not decay until the row is seen again), and
-  `embedding_l2` acts on looked-up rows only.
+  in O(batch) per table, from a sparse gradient with one row per distinct looked-up
+  index (never a `(V, dim)` tensor), as TensorFlow's LazyAdam and TorchRec's fused row-wise
+  optimizers do. A looked-up row gets exactly dense Adam's update; a row that was not
+  looked up keeps its weights *and* its moments (they do not decay until the row is seen
+  again), and `embedding_l2` acts on looked-up rows only.
 
 `train.embedding_optimizer: auto` (the default) updates tables of at least
 `ROW_WISE_MIN_VALUES` values (rows x width) row-wise and smaller ones densely: on small
@@ -200,8 +200,7 @@ def _sparse_rows(param: Tensor) -> tuple[Tensor, Tensor]:
 class CTROptimizer:
     """The optimizer `Trainer` steps: fused Adam over the dense parameters and the densely
     updated tables, and `RowWiseAdam` over the row-wise tables (whose gradients it makes
-    sparse). Two L2 settings: `embedding_l2` for tables, `weight_decay` for
-    the rest.
+    sparse). Two L2 settings: `embedding_l2` for tables, `weight_decay` for the rest.
 
     Args:
         model: a model with a `FeatureEmbedding`; its row-wise tables get sparse gradients.

@@ -110,8 +110,9 @@ class FeatureEmbedding(nn.Module):
 
     def use_sparse_gradients(self, tables: Iterable[Tensor]) -> None:
         """Give the tables whose weights are in `tables` sparse COO gradients (one row per
-        looked-up index, never a `(V, dim)` tensor: what `RowWiseAdam` reads) and every other
-        table a dense one, summed from the looked-up rows (what fused Adam and DDP read)."""
+        distinct looked-up index, never a `(V, dim)` tensor: what `RowWiseAdam` reads) and
+        every other table a dense one, summed from the looked-up rows (what fused Adam and
+        DDP read)."""
         chosen = {id(weight) for weight in tables}
         for _, table in self.named_tables():
             table.sparse = id(table.weight) in chosen  # what DDP reads to expect a sparse grad
