@@ -21,6 +21,7 @@ Variants run one after another, in an order that reverses every round.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 LEVERS = ("default", "glibc defaults", "torch.compile")
@@ -80,14 +82,21 @@ def run(name: str, lever: str, epochs: int, source: Path | None = None) -> dict[
     return json.loads(out.strip().splitlines()[-1])
 
 
-def worktree(revision: str, folder: Path) -> Path:
-    """`revision` checked out in `folder` (a detached git worktree); its `src` folder."""
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(folder), revision],
-        check=True,
-        capture_output=True,
-    )
-    return folder / "src"
+@contextlib.contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """`revision` checked out in a temporary detached git worktree: its `src` folder,
+    removed again on exit."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "tree"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(folder), revision],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield folder / "src"
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(folder)], check=False)
 
 
 def main() -> None:
@@ -97,17 +106,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["deepfm", "attention_deepfm"])
     parser.add_argument("--base", help="also measure this git revision's default")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        sources: dict[str, Path | None] = {lever: None for lever in LEVERS}
-        if args.base:
-            sources[f"at {args.base}"] = worktree(args.base, Path(scratch) / "base")
-        try:
-            measure(args, sources)
-        finally:
-            if args.base:
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(Path(scratch) / "base")]
-                )
+    sources: dict[str, Path | None] = {lever: None for lever in LEVERS}
+    if not args.base:
+        measure(args, sources)
+        return
+    with worktree(args.base) as source:
+        measure(args, {**sources, f"at {args.base}": source})
 
 
 def measure(args: argparse.Namespace, sources: dict[str, Path | None]) -> None:

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from bench_levers import worktree
@@ -71,12 +70,8 @@ def main() -> None:
         ],
     )  # fmt: skip
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch) / "base"
-        try:
-            before = hashes(args.models, worktree(args.base, folder))
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(folder)], check=False)
+    with worktree(args.base) as source:
+        before = hashes(args.models, source)
     after = hashes(args.models, None)
     print(f"| model, embedding_optimizer | {args.base} | working tree | |\n|---|---|---|---|")
     for key, value in before.items():
