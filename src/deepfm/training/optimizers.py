@@ -24,7 +24,6 @@ table of 160,000 rows is cheaper dense (docs/benchmarks.md measures both).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,7 +71,7 @@ class FusedAdam(torch.optim.Adam):
             states = [self._state(param) for param in params]
             steps = [state["step"] for state in states]
             beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
+            _count_step(steps)
             torch._fused_adam_(
                 params,
                 [param.grad for param in params],
@@ -104,12 +103,13 @@ class FusedAdam(torch.optim.Adam):
 class RowWiseAdam(torch.optim.Optimizer):
     """Adam on the rows of sparse (COO) gradients only: lazy Adam for embedding tables.
 
-    A row's update, its moments and its bias correction are those of `torch.optim.Adam`
-    (L2 `weight_decay` added to the gradient); rows not in the gradient are left untouched.
-    A gradient with duplicate indices is coalesced first (`FeatureEmbedding` hands over
-    coalesced ones, their duplicates summed with the deterministic `index_add_`). The state
-    of a table is one `(V, 2, ...)` tensor, per row `exp_avg` and `exp_avg_sq` side by side,
-    so that a step reads and writes each looked-up row of state in one gather and one copy.
+    The looked-up rows of every table (weights, `exp_avg`, `exp_avg_sq`) are gathered,
+    stepped by `torch.optim.Adam(fused=True)`'s kernel, all tables in one call, and written
+    back: a looked-up row's update, its moments and its bias correction are exactly fused
+    Adam's (L2 `weight_decay` added to the gradient); rows not in the gradient are left
+    untouched. A table's step count is the number of steps that looked any of its rows up. A
+    gradient with duplicate indices is coalesced first (`FeatureEmbedding` hands over
+    coalesced ones, their duplicates summed with the deterministic `index_add_`).
 
     Args:
         params: tables whose gradients are sparse COO tensors.
@@ -140,47 +140,58 @@ class RowWiseAdam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            indices, grads, weights, moments = [], [], [], []
+            # Per table: the looked-up rows' index and gradient, and the rows of its weights
+            # and moments, gathered (the kernel needs contiguous tensors).
+            indices, grads, steps = [], [], []
+            weights, exp_avgs, exp_avg_sqs = [], [], []
             for param in params:
                 index, values = _sparse_rows(param)
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    # Per table row: [exp_avg, exp_avg_sq], side by side.
-                    state["moments"] = param.new_zeros(len(param), 2, *param.shape[1:])
-                state["step"] += 1
+                state = self._state(param)
                 indices.append(index)
                 grads.append(values)
+                steps.append(state["step"])
                 weights.append(param.index_select(0, index))
-                moments.append(state["moments"].index_select(0, index))
-            self._adam(group, params, grads, weights, moments)
-            for param, index, weight, moment in zip(params, indices, weights, moments, strict=True):
-                param.index_copy_(0, index, weight)
-                self.state[param]["moments"].index_copy_(0, index, moment)
+                exp_avgs.append(state["exp_avg"].index_select(0, index))
+                exp_avg_sqs.append(state["exp_avg_sq"].index_select(0, index))
+            _count_step(steps)
+            beta1, beta2 = group["betas"]
+            torch._fused_adam_(
+                weights,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+            for table, param in enumerate(params):
+                state, index = self.state[param], indices[table]
+                param.index_copy_(0, index, weights[table])
+                state["exp_avg"].index_copy_(0, index, exp_avgs[table])
+                state["exp_avg_sq"].index_copy_(0, index, exp_avg_sqs[table])
 
-    def _adam(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        weights: list[Tensor],
-        moments: list[Tensor],
-    ) -> None:
-        """torch.optim.Adam's update of the gathered rows, in place, all tables at once."""
-        beta1, beta2 = group["betas"]
-        steps = [self.state[param]["step"] for param in params]
-        exp_avgs = [moment[:, 0] for moment in moments]
-        exp_avg_sqs = [moment[:, 1] for moment in moments]
-        if group["weight_decay"]:
-            grads = torch._foreach_add(grads, weights, alpha=group["weight_decay"])
-        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-        denominators = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denominators, [math.sqrt(1 - beta2**step) for step in steps])
-        torch._foreach_add_(denominators, group["eps"])
-        step_sizes = [-group["lr"] / (1 - beta1**step) for step in steps]
-        torch._foreach_addcdiv_(weights, exp_avgs, denominators, step_sizes)
+    def _state(self, param: Tensor) -> dict[str, Tensor]:
+        """`param`'s step and moments (one row per table row), made on its first step."""
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        return state
+
+
+def _count_step(steps: list[Tensor]) -> None:
+    """Add 1 to every step count: with a list of one-tensors, as `_foreach_add_` with a
+    number takes a per-tensor path that costs about 4x as much on the CPU."""
+    torch._foreach_add_(steps, [steps[0].new_ones(())] * len(steps))
 
 
 def _sparse_rows(param: Tensor) -> tuple[Tensor, Tensor]:

@@ -175,11 +175,34 @@ class _Lookup(NamedTuple):
             return rows
         return (rows.view(*self.weights.shape, -1) * self.weights.unsqueeze(2)).sum(dim=1)
 
-    def row_gradients(self, grad: Tensor) -> Tensor:
-        """`(B * L, dim)`: the gradient of each looked-up row, given `grad` `(B, dim)`."""
+    def entries(self) -> _Entries:
+        """The looked-up entries whose gradients reach a row other than 0: every row of a
+        sparse field; for a sequence field its non-padding entries only (a padding entry's
+        gradient would go to row 0, which gets none)."""
         if self.weights is None:
+            return _Entries(self.index, None, None)
+        position = self.index.nonzero().squeeze(1)
+        max_len = self.weights.shape[1]
+        return _Entries(
+            self.index.index_select(0, position),
+            torch.div(position, max_len, rounding_mode="floor"),
+            self.weights.reshape(-1).index_select(0, position),
+        )
+
+
+class _Entries(NamedTuple):
+    """Looked-up entries of one field: `index` `(N,)`, and for a sequence field the batch
+    row of each entry and its pooling weight (None for a sparse field: entry i is row i)."""
+
+    index: Tensor
+    batch_rows: Tensor | None
+    weights: Tensor | None
+
+    def row_gradients(self, grad: Tensor) -> Tensor:
+        """`(N, dim)`: each entry's gradient, given the pooled vectors' `grad` `(B, dim)`."""
+        if self.batch_rows is None:
             return grad
-        return (grad.unsqueeze(1) * self.weights.unsqueeze(2)).reshape(len(self.index), -1)
+        return grad.index_select(0, self.batch_rows) * self.weights.unsqueeze(1)
 
 
 class _TableLookup(torch.autograd.Function):
@@ -218,6 +241,7 @@ class _TableLookup(torch.autograd.Function):
             grads = (*grads[1:], *[grads[0]] * len(lookups))
             lookups = lookups + lookups
         table_grads = []
+        entries: dict[int, _Entries] = {}  # per lookup (shared by a field's two tables)
         distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per lookup: its distinct indices
         for position, (lookup, grad, shape, sparse) in enumerate(
             zip(lookups, grads, ctx.shapes, ctx.sparse, strict=True)
@@ -225,18 +249,21 @@ class _TableLookup(torch.autograd.Function):
             if not ctx.needs_input_grad[3 + position]:
                 table_grads.append(None)
                 continue
-            rows = lookup.row_gradients(grad)
+            if id(lookup) not in entries:
+                entries[id(lookup)] = lookup.entries()
+            looked_up = entries[id(lookup)]
+            rows = looked_up.row_gradients(grad)
             if not sparse:
-                table_grad = rows.new_zeros(shape).index_add_(0, lookup.index, rows)
+                table_grad = rows.new_zeros(shape).index_add_(0, looked_up.index, rows)
                 table_grad.narrow(0, 0, 1).zero_()  # the OOV / padding row stays zero
                 table_grads.append(table_grad)
                 continue
             # Coalesced: one row per distinct index (sorted), duplicates summed in order.
             if id(lookup) not in distinct:
-                distinct[id(lookup)] = torch.unique(lookup.index, return_inverse=True)
+                distinct[id(lookup)] = torch.unique(looked_up.index, return_inverse=True)
             index, inverse = distinct[id(lookup)]
             summed = rows.new_zeros(len(index), *shape[1:]).index_add_(0, inverse, rows)
-            summed *= (index != 0).unsqueeze(1)  # the OOV / padding row stays zero
+            summed *= (index != 0).unsqueeze(1)  # the OOV row stays zero
             table_grads.append(
                 torch.sparse_coo_tensor(
                     index.unsqueeze(0), summed, shape, is_coalesced=True, check_invariants=False
