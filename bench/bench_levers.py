@@ -1,8 +1,9 @@
 """What each speed lever gives DeepFM and AttentionDeepFM on ml-100k-shaped data.
 
 Levers, each in its own fresh process (allocator settings are process-wide), measured
-through `Trainer`'s loop (synthetic ml-100k-shaped rows, batch 1024, median of `--epochs`
-epochs after a warm-up epoch):
+through `Trainer`'s loop (80,000 synthetic ml-100k-shaped rows, or with `--data` a
+prepared folder's training split; batch 1024; median of `--epochs` epochs after a
+warm-up epoch of 20,480 rows):
 
 - `default`: what the pipeline runs (glibc allocator thresholds raised by
   `deepfm.training.allocator`, eager PyTorch);
@@ -16,6 +17,7 @@ epochs after a warm-up epoch):
 Variants run one after another, in an order that reverses every round.
 
     python bench/bench_levers.py [--rounds 3] [--models deepfm attention_deepfm] [--base REV]
+        [--levers default ...] [--data data/processed/ml-100k]
 """
 
 from __future__ import annotations
@@ -40,23 +42,30 @@ import torch
 sys.path.insert(0, "bench")
 from bench_models import schema_like, synthetic_dataset
 from deepfm.config import ExperimentConfig
+from deepfm.data.dataset import CTRDataset
+from deepfm.data.schema import Schema
 from deepfm.models.registry import build_model
 from deepfm.training import allocator
 from deepfm.training.trainer import Trainer
 
-name, lever, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+name, lever, epochs, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if lever == "glibc defaults":
     allocator.keep_freed_memory = lambda: False
 config = ExperimentConfig()
-schema = schema_like("ml-100k")
+if folder:
+    schema = Schema.load(f"{folder}/schema.json")
+    data = CTRDataset.from_parquet(f"{folder}/train.parquet", schema)
+    first = CTRDataset({n: c[:20_480] for n, c in data.columns.items()}, data.labels[:20_480])
+else:
+    schema = schema_like("ml-100k")
+    data, first = synthetic_dataset(schema, 80_000), synthetic_dataset(schema, 20_480, seed=1)
 torch.manual_seed(0)
 model = build_model(name, schema, config)
 trainer = Trainer(model, config.train, torch.device("cpu"), 42)
 if lever == "torch.compile":
     trainer.train_model = torch.compile(model)
-data = synthetic_dataset(schema, 80_000)
 start = time.perf_counter()
-trainer._train_epoch(synthetic_dataset(schema, 20_480, seed=1), epoch=0)
+trainer._train_epoch(first, epoch=0)
 warmup = time.perf_counter() - start
 rates = []
 for epoch in range(1, epochs + 1):
@@ -67,13 +76,16 @@ print(json.dumps({"rate": statistics.median(rates), "warmup": warmup}))
 """
 
 
-def run(name: str, lever: str, epochs: int, source: Path | None = None) -> dict[str, float]:
-    """One fresh process; `source`: import `deepfm` from that `src` folder (an old commit)."""
+def run(
+    name: str, lever: str, epochs: int, data: str, source: Path | None = None
+) -> dict[str, float]:
+    """One fresh process; `data`: a prepared folder or "" (synthetic rows); `source`: import
+    `deepfm` from that `src` folder (an old commit)."""
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, name, lever, str(epochs)],
+        [sys.executable, "-c", CHILD, name, lever, str(epochs), data],
         check=True,
         capture_output=True,
         text=True,
@@ -105,8 +117,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["deepfm", "attention_deepfm"])
     parser.add_argument("--base", help="also measure this git revision's default")
+    parser.add_argument("--levers", nargs="+", choices=LEVERS, default=list(LEVERS))
+    parser.add_argument("--data", default="", help="a prepared folder; default: synthetic rows")
     args = parser.parse_args()
-    sources: dict[str, Path | None] = {lever: None for lever in LEVERS}
+    if "default" not in args.levers:
+        parser.error("--levers must include default (the ratios are to it)")
+    sources: dict[str, Path | None] = {lever: None for lever in args.levers}
     if not args.base:
         measure(args, sources)
         return
@@ -117,7 +133,8 @@ def main() -> None:
 def measure(args: argparse.Namespace, sources: dict[str, Path | None]) -> None:
     """The table: every lever (with its source folder) per model, rounds interleaved."""
     levers = list(sources)
-    print(f"{args.rounds} rounds, median of {args.epochs} epochs of 80,000 rows per run\n")
+    rows = f"{args.data}/train.parquet" if args.data else "80,000 synthetic rows"
+    print(f"{args.rounds} rounds, median of {args.epochs} epochs of {rows} per run\n")
     print("| model | lever | samples/s per round | median | vs default | warm-up epoch s |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
@@ -125,7 +142,9 @@ def measure(args: argparse.Namespace, sources: dict[str, Path | None]) -> None:
         for round_index in range(args.rounds):
             for lever in levers if round_index % 2 == 0 else levers[::-1]:
                 child_lever = "default" if lever.startswith("at ") else lever
-                results[lever].append(run(name, child_lever, args.epochs, sources[lever]))
+                results[lever].append(
+                    run(name, child_lever, args.epochs, args.data, sources[lever])
+                )
         default = [r["rate"] for r in results["default"]]
         for lever in levers:
             rates = [r["rate"] for r in results[lever]]
