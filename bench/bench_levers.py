@@ -1,9 +1,9 @@
 """What each speed lever gives DeepFM and AttentionDeepFM on ml-100k-shaped data.
 
 Levers, each in its own fresh process (allocator settings are process-wide), measured
-through `Trainer`'s loop (80,000 synthetic ml-100k-shaped rows, or with `--data` a
-prepared folder's training split; batch 1024; median of `--epochs` epochs after a
-warm-up epoch of 20,480 rows):
+through `Trainer`'s loop (`--rows` synthetic ml-100k-shaped rows, or with `--data` the
+first `--rows` rows of a prepared folder's training split; batch 1024; median of
+`--epochs` epochs after a warm-up epoch of 20,480 rows):
 
 - `default`: what the pipeline runs (glibc allocator thresholds raised by
   `deepfm.training.allocator`, eager PyTorch);
@@ -17,7 +17,7 @@ warm-up epoch of 20,480 rows):
 Variants run one after another, in an order that reverses every round.
 
     python bench/bench_levers.py [--rounds 3] [--models deepfm attention_deepfm] [--base REV]
-        [--levers default ...] [--data data/processed/ml-100k]
+        [--levers default ...] [--data data/processed/ml-100k] [--rows 80000]
 """
 
 from __future__ import annotations
@@ -48,17 +48,19 @@ from deepfm.models.registry import build_model
 from deepfm.training import allocator
 from deepfm.training.trainer import Trainer
 
-name, lever, epochs, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+name, lever, folder = sys.argv[1], sys.argv[2], sys.argv[4]
+epochs, rows = int(sys.argv[3]), int(sys.argv[5])
 if lever == "glibc defaults":
     allocator.keep_freed_memory = lambda: False
 config = ExperimentConfig()
 if folder:
     schema = Schema.load(f"{folder}/schema.json")
     data = CTRDataset.from_parquet(f"{folder}/train.parquet", schema)
+    data = CTRDataset({n: c[:rows] for n, c in data.columns.items()}, data.labels[:rows])
     first = CTRDataset({n: c[:20_480] for n, c in data.columns.items()}, data.labels[:20_480])
 else:
     schema = schema_like("ml-100k")
-    data, first = synthetic_dataset(schema, 80_000), synthetic_dataset(schema, 20_480, seed=1)
+    data, first = synthetic_dataset(schema, rows), synthetic_dataset(schema, 20_480, seed=1)
 torch.manual_seed(0)
 model = build_model(name, schema, config)
 trainer = Trainer(model, config.train, torch.device("cpu"), 42)
@@ -77,15 +79,14 @@ print(json.dumps({"rate": statistics.median(rates), "warmup": warmup}))
 
 
 def run(
-    name: str, lever: str, epochs: int, data: str, source: Path | None = None
+    name: str, lever: str, args: argparse.Namespace, source: Path | None = None
 ) -> dict[str, float]:
-    """One fresh process; `data`: a prepared folder or "" (synthetic rows); `source`: import
-    `deepfm` from that `src` folder (an old commit)."""
+    """One fresh process; `source`: import `deepfm` from that `src` folder (an old commit)."""
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, name, lever, str(epochs), data],
+        [sys.executable, "-c", CHILD, name, lever, str(args.epochs), args.data, str(args.rows)],
         check=True,
         capture_output=True,
         text=True,
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--base", help="also measure this git revision's default")
     parser.add_argument("--levers", nargs="+", choices=LEVERS, default=list(LEVERS))
     parser.add_argument("--data", default="", help="a prepared folder; default: synthetic rows")
+    parser.add_argument("--rows", type=int, default=80_000, help="the first N training rows")
     args = parser.parse_args()
     if "default" not in args.levers:
         parser.error("--levers must include default (the ratios are to it)")
@@ -133,7 +135,9 @@ def main() -> None:
 def measure(args: argparse.Namespace, sources: dict[str, Path | None]) -> None:
     """The table: every lever (with its source folder) per model, rounds interleaved."""
     levers = list(sources)
-    rows = f"{args.data}/train.parquet" if args.data else "80,000 synthetic rows"
+    rows = f"the first {args.rows:,} rows of " + (
+        f"{args.data}/train.parquet" if args.data else "synthetic rows"
+    )
     print(f"{args.rounds} rounds, median of {args.epochs} epochs of {rows} per run\n")
     print("| model | lever | samples/s per round | median | vs default | warm-up epoch s |")
     print("|---|---|---|---|---|---|")
@@ -142,9 +146,7 @@ def measure(args: argparse.Namespace, sources: dict[str, Path | None]) -> None:
         for round_index in range(args.rounds):
             for lever in levers if round_index % 2 == 0 else levers[::-1]:
                 child_lever = "default" if lever.startswith("at ") else lever
-                results[lever].append(
-                    run(name, child_lever, args.epochs, args.data, sources[lever])
-                )
+                results[lever].append(run(name, child_lever, args, sources[lever]))
         default = [r["rate"] for r in results["default"]]
         for lever in levers:
             rates = [r["rate"] for r in results[lever]]
