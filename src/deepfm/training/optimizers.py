@@ -68,36 +68,15 @@ class FusedAdam(torch.optim.Adam):
             params = [param for param in group["params"] if param.grad is not None]
             if not params:
                 continue
-            states = [self._state(param) for param in params]
-            steps = [state["step"] for state in states]
-            beta1, beta2 = group["betas"]
-            _count_step(steps)
-            torch._fused_adam_(
+            states = [_adam_state(self, param) for param in params]
+            _fused_adam_step(
+                group,
                 params,
                 [param.grad for param in params],
                 [state["exp_avg"] for state in states],
                 [state["exp_avg_sq"] for state in states],
-                [],
-                steps,
-                amsgrad=False,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=False,
-                grad_scale=None,
-                found_inf=None,
+                [state["step"] for state in states],
             )
-
-    def _state(self, param: Tensor) -> dict[str, Tensor]:
-        """`param`'s state, created on its first step as `torch.optim.Adam` creates it."""
-        state = self.state[param]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        return state
 
 
 class RowWiseAdam(torch.optim.Optimizer):
@@ -146,52 +125,63 @@ class RowWiseAdam(torch.optim.Optimizer):
             weights, exp_avgs, exp_avg_sqs = [], [], []
             for param in params:
                 index, values = _sparse_rows(param)
-                state = self._state(param)
+                state = _adam_state(self, param)
                 indices.append(index)
                 grads.append(values)
                 steps.append(state["step"])
                 weights.append(param.index_select(0, index))
                 exp_avgs.append(state["exp_avg"].index_select(0, index))
                 exp_avg_sqs.append(state["exp_avg_sq"].index_select(0, index))
-            _count_step(steps)
-            beta1, beta2 = group["betas"]
-            torch._fused_adam_(
-                weights,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                [],
-                steps,
-                amsgrad=False,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=False,
-                grad_scale=None,
-                found_inf=None,
-            )
+            _fused_adam_step(group, weights, grads, exp_avgs, exp_avg_sqs, steps)
             for table, param in enumerate(params):
                 state, index = self.state[param], indices[table]
                 param.index_copy_(0, index, weights[table])
                 state["exp_avg"].index_copy_(0, index, exp_avgs[table])
                 state["exp_avg_sq"].index_copy_(0, index, exp_avg_sqs[table])
 
-    def _state(self, param: Tensor) -> dict[str, Tensor]:
-        """`param`'s step and moments (one row per table row), made on its first step."""
-        state = self.state[param]
-        if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
-        return state
+
+def _adam_state(optimizer: torch.optim.Optimizer, param: Tensor) -> dict[str, Tensor]:
+    """`param`'s state in `optimizer`, created on its first step as `torch.optim.Adam`
+    creates it: a float32 step count and two moments shaped like `param`."""
+    state = optimizer.state[param]
+    if not state:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return state
 
 
-def _count_step(steps: list[Tensor]) -> None:
-    """Add 1 to every step count: with a list of one-tensors, as `_foreach_add_` with a
+def _fused_adam_step(
+    group: dict[str, Any],
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    steps: list[Tensor],
+) -> None:
+    """One `torch.optim.Adam(fused=True)` step of `params` in place, with `group`'s options.
+
+    The step counts are incremented with a list of one-tensors: `_foreach_add_` with a
     number takes a per-tensor path that costs about 4x as much on the CPU."""
     torch._foreach_add_(steps, [steps[0].new_ones(())] * len(steps))
+    beta1, beta2 = group["betas"]
+    torch._fused_adam_(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        [],
+        steps,
+        amsgrad=False,
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
+    )
 
 
 def _sparse_rows(param: Tensor) -> tuple[Tensor, Tensor]:
