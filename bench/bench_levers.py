@@ -85,14 +85,15 @@ def run(
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
-    out = subprocess.run(
+    child = subprocess.run(
         [sys.executable, "-c", CHILD, name, lever, str(args.epochs), args.data, str(args.rows)],
-        check=True,
         capture_output=True,
         text=True,
         env=env,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    )
+    if child.returncode != 0:
+        sys.exit(f"{name} ({lever}) failed:\n{child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager
@@ -124,6 +125,11 @@ def main() -> None:
     args = parser.parse_args()
     if "default" not in args.levers:
         parser.error("--levers must include default (the ratios are to it)")
+    if args.rows < 1:
+        parser.error(f"--rows must be at least 1, not {args.rows}")
+    for name in ("schema.json", "train.parquet"):
+        if args.data and not (Path(args.data) / name).is_file():
+            parser.error(f"--data {args.data}: no {name} there (run `dvc repro prepare`)")
     sources: dict[str, Path | None] = {lever: None for lever in args.levers}
     if not args.base:
         measure(args, sources)
