@@ -15,7 +15,7 @@ from deepfm.metrics import roc_auc
 from deepfm.models.registry import build_model
 from deepfm.predict import dataset_logits
 from deepfm.training.optimizers import CTROptimizer
-from deepfm.training.trainer import DivergedError, Trainer
+from deepfm.training.trainer import CheckpointError, DivergedError, Trainer
 
 CPU = torch.device("cpu")
 SEED = 42
@@ -126,6 +126,26 @@ def test_resume_from_checkpoint_equals_uninterrupted(
     assert [r.val_auc for r in resumed_result.history] == [
         r.val_auc for r in reference_result.history
     ]
+
+
+def test_checkpoint_with_the_old_row_wise_state_is_a_clear_error(small_config, data, tmp_path):
+    """A checkpoint whose row-wise Adam state has the earlier `moments` layout names itself
+    and says what to do, instead of a KeyError at the first step."""
+    config = small_train(small_config, max_epochs=3, embedding_optimizer="lazy_adam")
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    def crash_after_epoch_2(record):
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data, checkpoint=checkpoint, run_key="k", on_epoch=crash_after_epoch_2)
+    state = torch.load(checkpoint, weights_only=True)
+    for saved in state["optimizer"]["row_wise_adam"]["state"].values():
+        saved["moments"] = torch.stack([saved.pop("exp_avg"), saved.pop("exp_avg_sq")], dim=1)
+    torch.save(state, checkpoint)
+    with pytest.raises(CheckpointError, match=f"{checkpoint}: .*older layout.*delete"):
+        fit(config, data, checkpoint=checkpoint, run_key="k")
 
 
 def test_checkpoint_of_other_params_is_ignored(small_config, data, tmp_path):

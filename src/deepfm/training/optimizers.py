@@ -113,6 +113,16 @@ class RowWiseAdam(torch.optim.Optimizer):
             params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         )
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Adam's state per table (`step`, `exp_avg`, `exp_avg_sq`); a `ValueError` for the
+        `(V, 2, dim)` `moments` layout that deepfm wrote before."""
+        if any("moments" in saved for saved in state_dict["state"].values()):
+            raise ValueError(
+                "row-wise Adam state in an older layout ('moments'): saved by an earlier "
+                "deepfm; delete this checkpoint to train from the start"
+            )
+        super().load_state_dict(state_dict)
+
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
         for group in self.param_groups:

@@ -36,6 +36,15 @@ from deepfm.training.optimizers import CTROptimizer
 logger = logging.getLogger(__name__)
 
 
+class CheckpointError(UserError, ValueError):
+    """A checkpoint of this run (same params, seed and data) that this code cannot resume.
+
+    Example::
+
+        raise CheckpointError(f"{path}: row-wise Adam state in an older layout ('moments')")
+    """
+
+
 class DivergedError(UserError, ArithmeticError):
     """Training reached a loss or validation metric that is not a finite number.
 
@@ -170,7 +179,10 @@ class Trainer:
         start_epoch = 1
         state = None if checkpoint is None else self._load_checkpoint(checkpoint, run_key)
         if state is not None:
-            start_epoch, best_state, epochs_without_gain = self._restore(state, result)
+            try:
+                start_epoch, best_state, epochs_without_gain = self._restore(state, result)
+            except ValueError as error:
+                raise CheckpointError(f"{checkpoint}: {error}") from error
             logger.info("resuming from %s after epoch %d", checkpoint, start_epoch - 1)
 
         for epoch in range(start_epoch, self.config.max_epochs + 1):
