@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from deepfm.models.layers.field_contract import contract
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -15,7 +20,8 @@ class MultiHeadSelfAttention(nn.Module):
     heads are computed at once; scores are scaled by `1 / sqrt(head_dim)`. Each sample's
     attention is only `F x F`, far too small for a matrix multiply per sample, so the layer
     works with the batch as the innermost dimension, `(D, F, B)`, where every step is one
-    vectorised elementwise product or sum over all samples. The layer has no notion of field
+    vectorised elementwise product or sum over all samples; on the CPU each product-and-sum is
+    one fused kernel (`field_contract`, same bits). The layer has no notion of field
     order: permuting the input fields permutes the output rows the same way.
 
     Args:
@@ -61,13 +67,44 @@ class MultiHeadSelfAttention(nn.Module):
         query, key, value = (self.query_key_value.weight @ features).view(
             3, self.num_heads, -1, num_fields, batch_size
         )  # each (heads, head_dim, F, B)
-        scores = (query.unsqueeze(3) * key.unsqueeze(2)).sum(dim=1) * self.scale  # (heads, F, F, B)
-        weights = scores.softmax(dim=2)  # over the attended (key) fields
-        attended = (weights.unsqueeze(1) * value.unsqueeze(2)).sum(dim=3)  # (heads, head_dim, F, B)
+        attended = _FieldAttention.apply(query, key, value, self.scale)  # (heads, head_dim, F, B)
         outputs = attended.reshape(-1, num_fields * batch_size)  # (D', F*B)
         if self.residual is not None:
             outputs = outputs + self.residual(features.t()).t()
         return F.relu(outputs).view(-1, num_fields, batch_size).permute(2, 1, 0)  # (B, F, D')
+
+
+class _FieldAttention(torch.autograd.Function):
+    """`softmax_j(scale * q_i . k_j)`-weighted sum of `v_j`, per head and sample: inputs
+    `(heads, head_dim, F, B)`, output `(heads, head_dim, F, B)`. Forward and backward are
+    `contract` calls plus PyTorch's softmax and its backward, each term computed as autograd
+    computes it for the broadcast-product formulation (same operations, same order, same
+    bits), without materialising `(heads, head_dim, F, F, B)` products."""
+
+    @staticmethod
+    def forward(ctx: Any, query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
+        weights = (contract(query, key) * scale).softmax(dim=2)  # (heads, F, F_key, B)
+        ctx.save_for_backward(query, key, value, weights)
+        ctx.scale = scale
+        return contract(value.transpose(1, 2), weights.transpose(1, 2))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        query, key, value, weights = ctx.saved_tensors
+        grad_weights = contract(grad, value)  # (heads, F, F_key, B)
+        grad_value = contract(grad.transpose(1, 2), weights)
+        grad_scores = (
+            torch._softmax_backward_data(grad_weights, weights, 2, weights.dtype) * ctx.scale
+        )
+        grad_query = contract(key.transpose(1, 2), grad_scores.transpose(1, 2))
+        grad_key = contract(query.transpose(1, 2), grad_scores)
+        return (
+            grad_query.to(query.dtype),
+            grad_key.to(key.dtype),
+            grad_value.to(value.dtype),
+            None,
+        )
 
 
 class SelfAttentionStack(nn.Sequential):
