@@ -10,8 +10,9 @@ first `--rows` rows of a prepared folder's training split; batch 1024; median of
 - `glibc defaults`: the same without the allocator thresholds;
 - `torch.compile`: the whole model compiled by inductor; not used by the pipeline. The
   warm-up epoch's seconds show what compiling costs;
-- `no attention kernel`: the attention layers' products as PyTorch ops instead of the
-  compiled `field_contract` kernel (same bits; no effect on models without attention);
+- `no CPU kernels`: PyTorch ops instead of the compiled kernels of
+  `deepfm.models.layers.kernels` (the attention layers' products, the embedding tables'
+  dense gradients; same bits);
 - `at REV` (with `--base REV`): the default of an earlier commit, checked out in a
   temporary git worktree and imported from there (`PYTHONPATH`): before and after a change,
   measured side by side.
@@ -36,7 +37,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-LEVERS = ("default", "glibc defaults", "torch.compile", "no attention kernel")
+LEVERS = ("default", "glibc defaults", "torch.compile", "no CPU kernels")
 
 CHILD = """
 import json, statistics, sys, time
@@ -54,9 +55,9 @@ name, lever, folder = sys.argv[1], sys.argv[2], sys.argv[4]
 epochs, rows = int(sys.argv[3]), int(sys.argv[5])
 if lever == "glibc defaults":
     allocator.keep_freed_memory = lambda: False
-if lever == "no attention kernel":
-    from deepfm.models.layers import field_contract
-    field_contract.compiled_kernel = lambda: None
+if lever == "no CPU kernels":
+    from deepfm.models.layers import kernels
+    kernels.compiled_kernels = lambda: None
 config = ExperimentConfig()
 if folder:
     schema = Schema.load(f"{folder}/schema.json")

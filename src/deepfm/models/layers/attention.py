@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from deepfm.models.layers.field_contract import contract
+from deepfm.models.layers.kernels import contract
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -21,7 +21,7 @@ class MultiHeadSelfAttention(nn.Module):
     attention is only `F x F`, far too small for a matrix multiply per sample, so the layer
     works with the batch as the innermost dimension, `(D, F, B)`, where every step is one
     vectorised elementwise product or sum over all samples; on the CPU each product-and-sum is
-    one fused kernel (`field_contract`, same bits). The layer has no notion of field
+    one fused kernel (`kernels.contract`, same bits). The layer has no notion of field
     order: permuting the input fields permutes the output rows the same way.
 
     Args:

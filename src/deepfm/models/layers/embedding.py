@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
+from deepfm.models.layers.kernels import table_gradient
 
 EMBEDDING_INIT_STD = 1e-2
 
@@ -210,7 +211,8 @@ class _TableLookup(torch.autograd.Function):
     tables follow the second-order ones) and each field's `(B, dim)` vector; in backward,
     each table's gradient straight from its rows' gradients, with no per-lookup graph nodes:
     summed into a dense `(V, dim)` tensor, or a coalesced sparse COO tensor, one row per
-    distinct index (found once per field for both its tables). Sums use `index_add_`,
+    distinct index (found once per field for both its tables). Sums add in entry order:
+    `index_add_`, or for a dense table on the CPU `kernels.table_gradient` (same bits);
     deterministic on the CPU."""
 
     @staticmethod
@@ -252,12 +254,14 @@ class _TableLookup(torch.autograd.Function):
             if id(lookup) not in entries:
                 entries[id(lookup)] = lookup.entries()
             looked_up = entries[id(lookup)]
-            rows = looked_up.row_gradients(grad)
             if not sparse:
-                table_grad = rows.new_zeros(shape).index_add_(0, looked_up.index, rows)
-                table_grad.narrow(0, 0, 1).zero_()  # the OOV / padding row stays zero
-                table_grads.append(table_grad)
+                table_grads.append(
+                    table_gradient(
+                        shape[0], looked_up.index, grad, looked_up.batch_rows, looked_up.weights
+                    )
+                )
                 continue
+            rows = looked_up.row_gradients(grad)
             # Coalesced: one row per distinct index (sorted), duplicates summed in order.
             if id(lookup) not in distinct:
                 distinct[id(lookup)] = torch.unique(looked_up.index, return_inverse=True)

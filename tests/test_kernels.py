@@ -1,9 +1,10 @@
-"""The attention layer's fused CPU kernel gives PyTorch's bits, and the layer its gradients.
+"""The fused CPU kernels give PyTorch's bits, and the layers built on them their gradients.
 
-`field_contract.contract` runs a compiled C++ kernel where it can; these tests pin that it
-computes exactly what the broadcast product and sum compute (same float operations, same
-order), that the layer built on it has the gradients of the plain formulation, and that a
-model trains to the same weights with the kernel and without it.
+`kernels.contract` and `kernels.table_gradient` run compiled C++ where they can; these tests
+pin that they compute exactly what the PyTorch ops they replace compute (same float
+operations, same order), that the attention layer built on `contract` has the gradients of
+the plain formulation, and that models train to the same weights with the kernels and
+without them.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from deepfm.models.layers import field_contract
+from deepfm.config import ExperimentConfig
+from deepfm.data.schema import FeatureType, FieldSpec, Schema
+from deepfm.models.layers import kernels
 from deepfm.models.layers.attention import MultiHeadSelfAttention, SelfAttentionStack
+from deepfm.models.registry import build_model
 
 HAS_KERNEL_TOOLS = shutil.which("c++") is not None and torch.backends.cpu.get_cpu_capability() in (
     "AVX2",
@@ -48,8 +53,8 @@ def broadcast_attention(layer: MultiHeadSelfAttention, fields: Tensor) -> Tensor
 
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
-def test_the_kernel_builds_here():
-    assert field_contract.compiled_kernel() is not None
+def test_the_kernels_build_here():
+    assert kernels.compiled_kernels() is not None
 
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
@@ -61,11 +66,11 @@ def test_the_kernel_adds_the_products_in_order(heads, terms, rows, columns, batc
     generator = torch.Generator().manual_seed(batch)
     x = torch.randn(heads, terms, rows, batch, generator=generator)
     y = torch.randn(heads, terms, columns, batch, generator=generator)
-    kernel = field_contract.compiled_kernel()
-    assert torch.equal(kernel.contract(x, y), in_order(x, y))
+    compiled = kernels.compiled_kernels()
+    assert torch.equal(compiled.contract(x, y), in_order(x, y))
     # strided inputs (a transposed view), as the layer's backward passes them
     xt = torch.randn(heads, rows, terms, batch, generator=generator).transpose(1, 2)
-    assert torch.equal(kernel.contract(xt, y), in_order(xt, y))
+    assert torch.equal(compiled.contract(xt, y), in_order(xt, y))
 
 
 @pytest.mark.parametrize("batch", [1024, 128, 64, 37, 1])
@@ -74,7 +79,7 @@ def test_contract_gives_the_broadcast_sums_bits(batch):
     x = torch.randn(2, 8, 7, batch, generator=generator)
     y = torch.randn(2, 8, 7, batch, generator=generator)
     expected = (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
-    assert torch.equal(field_contract.contract(x, y), expected)
+    assert torch.equal(kernels.contract(x, y), expected)
 
 
 @pytest.mark.parametrize("batch", [1024, 128, 37])
@@ -117,7 +122,7 @@ def train_stack(steps: int = 3) -> list[Tensor]:
 
 def test_training_ends_at_the_same_weights_without_the_kernel(monkeypatch):
     with_kernel = train_stack()
-    monkeypatch.setattr(field_contract, "compiled_kernel", lambda: None)
+    monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
     without = train_stack()
     assert all(torch.equal(a, b) for a, b in zip(with_kernel, without, strict=True))
 
@@ -126,4 +131,76 @@ def test_other_dtypes_take_the_pytorch_path():
     """The kernel takes float32 only; a float64 input must not reach it."""
     x, y = torch.randn(2, 8, 7, 64, dtype=torch.float64), torch.randn(2, 8, 7, 64)
     expected = (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
-    assert torch.equal(field_contract.contract(x, y), expected)
+    assert torch.equal(kernels.contract(x, y), expected)
+
+
+def index_add_gradient(num_rows, index, upstream, batch_rows=None, weights=None) -> Tensor:
+    """What `_TableLookup` computed before the kernel: four PyTorch operators."""
+    rows = upstream if batch_rows is None else upstream.index_select(0, batch_rows)
+    if weights is not None:
+        rows = rows * weights.unsqueeze(1)
+    gradient = rows.new_zeros(num_rows, rows.shape[1]).index_add_(0, index, rows)
+    gradient.narrow(0, 0, 1).zero_()
+    return gradient
+
+
+@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
+@pytest.mark.parametrize(("num_rows", "dim"), [(944, 16), (3, 4), (383, 8), (1679, 1)])
+def test_table_gradient_kernel_gives_index_adds_bits(num_rows, dim):
+    generator = torch.Generator().manual_seed(num_rows)
+    index = torch.randint(0, num_rows, (1024,), generator=generator)  # duplicates, row 0
+    upstream = torch.randn(1024, dim, generator=generator)
+    compiled = kernels.compiled_kernels()
+    got = compiled.table_gradient(num_rows, index, upstream, None, None)
+    assert torch.equal(got, index_add_gradient(num_rows, index, upstream))
+    assert not got[0].any()
+    # a sequence field: 6 slots per row, the non-padding ones weighted by 1 / count
+    entries = torch.randint(0, 1024 * 6, (3000,), generator=generator).sort().values
+    batch_rows, weights = entries // 6, torch.rand(3000, generator=generator)
+    index = torch.randint(1, num_rows, (3000,), generator=generator)
+    got = compiled.table_gradient(num_rows, index, upstream, batch_rows, weights)
+    assert torch.equal(got, index_add_gradient(num_rows, index, upstream, batch_rows, weights))
+
+
+@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
+def test_table_gradient_kernel_rejects_an_index_out_of_range():
+    with pytest.raises(RuntimeError, match="index 5 out of range for 5 rows"):
+        kernels.compiled_kernels().table_gradient(
+            5, torch.tensor([1, 5]), torch.ones(2, 4), None, None
+        )
+
+
+SCHEMA = Schema.of(
+    [
+        FieldSpec("user_id", FeatureType.SPARSE, 50, 16),
+        FieldSpec("gender", FeatureType.SPARSE, 3, 4),
+        FieldSpec("genres", FeatureType.SEQUENCE, 12, 8, max_len=5),
+    ]
+)
+
+
+def train_model(name: str, steps: int = 3) -> list[Tensor]:
+    """A few Adam steps of a registered model on batches of 128 (OOV rows, padding)."""
+    torch.manual_seed(0)
+    model = build_model(name, SCHEMA, ExperimentConfig())
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        batch = {
+            "user_id": torch.randint(0, 50, (128,), generator=generator),
+            "gender": torch.randint(0, 3, (128,), generator=generator),
+            "genres": torch.randint(0, 12, (128, 5), generator=generator),
+        }
+        labels = torch.randint(0, 2, (128,), generator=generator).float()
+        optimizer.zero_grad()
+        F.binary_cross_entropy_with_logits(model(batch), labels).backward()
+        optimizer.step()
+    return [parameter.detach().clone() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("name", ["deepfm", "attention_deepfm"])
+def test_models_train_to_the_same_weights_without_the_kernels(name, monkeypatch):
+    with_kernels = train_model(name)
+    monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
+    without = train_model(name)
+    assert all(torch.equal(a, b) for a, b in zip(with_kernels, without, strict=True))

@@ -1,11 +1,14 @@
+// CPU kernels that compute what a few PyTorch ops compute, with the same float operations in
+// the same order (same bits), in one pass (see kernels.py). Built with -ffp-contract=off: no
+// fused multiply-add.
+//
 // contract(x, y): out[h, a, c, :] = sum over k, in order, of x[h, k, a, :] * y[h, k, c, :].
 //
-// The attention layer's products over fields with the batch innermost (see field_contract.py).
-// Every output element is 0 plus one product per k, added in order of k, each product and
-// each sum rounded to float32 (built with -ffp-contract=off: no fused multiply-add), which
-// is what PyTorch's broadcast product followed by `sum(dim=1)` computes: same bits. Work is
-// split over (h, 64-sample chunk); a chunk's rows of x and y are copied into small buffers
-// first, as rows 4 KiB apart in the tensors map to the same cache sets.
+// The attention layer's products over fields with the batch innermost. Every output element
+// is 0 plus one product per k, added in order of k, each product and each sum rounded to
+// float32: what PyTorch's broadcast product followed by `sum(dim=1)` computes. Work is split
+// over (h, 64-sample chunk); a chunk's rows of x and y are copied into small buffers first,
+// as rows 4 KiB apart in the tensors map to the same cache sets.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -107,6 +110,57 @@ torch::Tensor contract(const torch::Tensor& x, const torch::Tensor& y) {
   return out;
 }
 
+// table_gradient: the dense gradient (num_rows, dim) of one embedding table. Entry i adds
+// upstream[i] (a sparse field) or upstream[batch_rows[i]] * weights[i] (a sequence field's
+// non-padding entries) to row index[i], in order of i, as `index_add_` does; row 0 (OOV,
+// padding) is zero.
+torch::Tensor table_gradient(int64_t num_rows, const torch::Tensor& index,
+                             const torch::Tensor& upstream,
+                             const std::optional<torch::Tensor>& batch_rows,
+                             const std::optional<torch::Tensor>& weights) {
+  TORCH_CHECK(upstream.dim() == 2 && upstream.is_contiguous(), "upstream: contiguous (B, dim)");
+  TORCH_CHECK(upstream.scalar_type() == torch::kFloat, "upstream: float32");
+  TORCH_CHECK(index.dim() == 1 && index.is_contiguous() && index.scalar_type() == torch::kLong,
+              "index: contiguous int64 (N,)");
+  const bool pooled = batch_rows.has_value();
+  TORCH_CHECK(pooled == weights.has_value(), "batch_rows and weights come together");
+  const int64_t entries = index.size(0), dim = upstream.size(1);
+  TORCH_CHECK(pooled || entries == upstream.size(0), "one upstream row per entry");
+  auto grad = torch::zeros({num_rows, dim}, upstream.options());
+  float* out = grad.data_ptr<float>();
+  const float* up = upstream.data_ptr<float>();
+  const int64_t* rows = index.data_ptr<int64_t>();
+  const int64_t* from = nullptr;
+  const float* scale = nullptr;
+  if (pooled) {
+    TORCH_CHECK(batch_rows->is_contiguous() && batch_rows->scalar_type() == torch::kLong &&
+                    batch_rows->numel() == entries,
+                "batch_rows: contiguous int64 (N,)");
+    TORCH_CHECK(weights->is_contiguous() && weights->scalar_type() == torch::kFloat &&
+                    weights->numel() == entries,
+                "weights: contiguous float32 (N,)");
+    from = batch_rows->data_ptr<int64_t>();
+    scale = weights->data_ptr<float>();
+  }
+  for (int64_t i = 0; i < entries; ++i) {
+    const int64_t row = rows[i];
+    TORCH_CHECK(row >= 0 && row < num_rows, "index ", row, " out of range for ", num_rows,
+                " rows");
+    float* target = out + row * dim;
+    if (pooled) {
+      const float* source = up + from[i] * dim;
+      const float w = scale[i];
+      for (int64_t j = 0; j < dim; ++j) target[j] += source[j] * w;
+    } else {
+      const float* source = up + i * dim;
+      for (int64_t j = 0; j < dim; ++j) target[j] += source[j];
+    }
+  }
+  std::fill(out, out + dim, 0.0f);
+  return grad;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("contract", &contract, "out[h, a, c, :] = sum_k x[h, k, a, :] * y[h, k, c, :]");
+  m.def("table_gradient", &table_gradient, "one embedding table's dense gradient");
 }
