@@ -7,6 +7,10 @@ process sees one machine state, so this resolves differences that separate proce
 (`bench_levers.py`'s `no CPU kernels` lever) cannot on a machine that drifts.
 
     python bench/bench_kernels.py [--models deepfm attention_deepfm] [--rounds 9]
+
+It first prints how long loading the kernels took: compiling them, the first time on a
+machine (`TORCH_EXTENSIONS_DIR=$(mktemp -d) python bench/bench_kernels.py` measures that),
+or loading them from PyTorch's extension cache.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.rows < 1024:
         parser.error("--rounds must be at least 1 and --rows at least 1024")
+    start = time.perf_counter()
     if COMPILED() is None:
         raise SystemExit("the CPU kernels cannot be built here (see the log): nothing to compare")
+    print(f"kernels loaded in {time.perf_counter() - start:.1f} s")
     schema, config = schema_like("ml-100k"), ExperimentConfig()
     data = synthetic_dataset(schema, args.rows)
     print(f"{args.rounds} rounds of one epoch of {args.rows:,} synthetic rows per side\n")

@@ -204,3 +204,14 @@ def test_models_train_to_the_same_weights_without_the_kernels(name, monkeypatch)
     monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
     without = train_model(name)
     assert all(torch.equal(a, b) for a, b in zip(with_kernels, without, strict=True))
+
+
+@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs an AVX2 CPU (else no build is tried)")
+def test_without_a_working_compiler_the_pytorch_ops_run(monkeypatch, tmp_path, caplog):
+    """A build that fails (here: the compiler does not exist) is a warning, not an error."""
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    with caplog.at_level("WARNING", logger=kernels.__name__):
+        assert kernels.compiled_kernels.__wrapped__() is None
+    assert "CPU kernels not built" in caplog.text
+    assert "PyTorch ops instead: same results, slower" in caplog.text
