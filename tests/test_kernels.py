@@ -1,10 +1,10 @@
 """The fused CPU kernels give PyTorch's bits, and the layers built on them their gradients.
 
-`kernels.contract` and `kernels.table_gradient` run compiled C++ where they can; these tests
-pin that they compute exactly what the PyTorch ops they replace compute (same float
-operations, same order), that the attention layer built on `contract` has the gradients of
-the plain formulation, and that models train to the same weights with the kernels and
-without them.
+`kernels.contract` and the embedding lookups (`lookup_forward`, `lookup_backward`) run
+compiled C++ where they can; these tests pin that they compute exactly what the PyTorch ops
+they replace compute (same float operations, same order), that the attention layer built on
+`contract` has the gradients of the plain formulation, and that models train to the same
+weights with the kernels and without them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from deepfm.config import ExperimentConfig
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
 from deepfm.models.layers import kernels
 from deepfm.models.layers.attention import MultiHeadSelfAttention, SelfAttentionStack
+from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.registry import build_model
 
 HAS_KERNEL_TOOLS = shutil.which("c++") is not None and torch.backends.cpu.get_cpu_capability() in (
@@ -134,40 +135,99 @@ def test_other_dtypes_take_the_pytorch_path():
     assert torch.equal(kernels.contract(x, y), expected)
 
 
-def index_add_gradient(num_rows, index, upstream, batch_rows=None, weights=None) -> Tensor:
-    """What `_TableLookup` computed before the kernel: four PyTorch operators."""
-    rows = upstream if batch_rows is None else upstream.index_select(0, batch_rows)
-    if weights is not None:
-        rows = rows * weights.unsqueeze(1)
-    gradient = rows.new_zeros(num_rows, rows.shape[1]).index_add_(0, index, rows)
-    gradient.narrow(0, 0, 1).zero_()
-    return gradient
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() != "AVX2", reason="PyTorch's AVX2 sum kernels"
+)
+@pytest.mark.parametrize("batch", [1024, 37, 1])
+@pytest.mark.parametrize(("slots", "dim"), [(6, 8), (6, 16), (6, 1), (10, 8), (3, 16), (7, 1)])
+def test_slot_sum_adds_as_pytorchs_sum_did(batch, slots, dim):
+    """For the shapes the pipeline pools (genres: 6 slots, 8 wide, and the first order), the
+    written-out order is the one PyTorch's `sum(dim=1)` used: the sequence vectors, so every
+    committed result, keep their bits."""
+    generator = torch.Generator().manual_seed(slots * dim)
+    products = torch.randn(batch, slots, dim, generator=generator)
+    products *= torch.rand(batch, slots, 1, generator=generator) > 0.3  # padding: zeros
+    assert torch.equal(kernels.slot_sum(products), products.sum(dim=1))
+
+
+LOOKUP_SCHEMA = Schema.of(
+    [
+        FieldSpec("user_id", FeatureType.SPARSE, 944, 16),
+        FieldSpec("gender", FeatureType.SPARSE, 3, 4),
+        FieldSpec("zip_prefix", FeatureType.SPARSE, 383, 8),
+        FieldSpec("genres", FeatureType.SEQUENCE, 21, 8, max_len=6),
+        FieldSpec("tags", FeatureType.SEQUENCE, 1000, 16, max_len=10),
+        FieldSpec("short", FeatureType.SEQUENCE, 9, 4, max_len=3),
+        FieldSpec("single", FeatureType.SEQUENCE, 50, 1, max_len=1),
+    ]
+)
+
+
+def lookup_batch(batch: int, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Indices with OOV rows (0), duplicates, padding, all-padding rows."""
+    generator = torch.Generator().manual_seed(batch)
+    values = {}
+    for name, spec in LOOKUP_SCHEMA.fields.items():
+        if spec.feature_type is FeatureType.SPARSE:
+            indices = torch.randint(0, spec.vocabulary_size, (batch,), generator=generator)
+        else:  # padding at the end, some rows all padding
+            indices = torch.randint(
+                1, spec.vocabulary_size, (batch, spec.max_len), generator=generator
+            )
+            length = torch.randint(0, spec.max_len + 1, (batch, 1), generator=generator)
+            indices *= torch.arange(spec.max_len) < length
+        values[name] = indices.to(dtype)
+    return values
+
+
+def lookup_views_and_gradients(
+    embedding: FeatureEmbedding, batch: dict[str, Tensor]
+) -> list[Tensor]:
+    """The three views and every parameter's gradient (sparse ones made dense)."""
+    embedding.zero_grad(set_to_none=True)
+    views = embedding(batch)
+    generator = torch.Generator().manual_seed(7)
+    loss = sum((view * torch.randn(view.shape, generator=generator)).sum() for view in views)
+    loss.backward()
+    grads = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in embedding.parameters()]
+    return [view.detach() for view in views] + grads
 
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
-@pytest.mark.parametrize(("num_rows", "dim"), [(944, 16), (3, 4), (383, 8), (1679, 1)])
-def test_table_gradient_kernel_gives_index_adds_bits(num_rows, dim):
-    generator = torch.Generator().manual_seed(num_rows)
-    index = torch.randint(0, num_rows, (1024,), generator=generator)  # duplicates, row 0
-    upstream = torch.randn(1024, dim, generator=generator)
+@pytest.mark.parametrize("batch", [1024, 37, 1])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("row_wise", [(), ("user_id", "tags")])
+def test_lookup_kernels_give_the_pytorch_paths_bits(batch, dtype, row_wise, monkeypatch):
+    """Views and gradients with `lookup_forward`/`lookup_backward` and with the PyTorch ops:
+    sparse fields 16, 4 and 8 wide, sequence fields of 6, 10, 3 and 1 slots, OOV rows,
+    padding, all-padding rows, and tables with sparse gradients next to dense ones."""
+    torch.manual_seed(0)
+    embedding = FeatureEmbedding(LOOKUP_SCHEMA, fm_embed_dim=16)
+    embedding.use_sparse_gradients(
+        [table.weight for name, table in embedding.named_tables() if name in row_wise]
+    )
+    values = lookup_batch(batch, dtype)
+    with_kernels = lookup_views_and_gradients(embedding, values)
+    monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
+    without = lookup_views_and_gradients(embedding, values)
+    assert len(with_kernels) == 3 + len(list(embedding.parameters()))
+    for got, expected in zip(with_kernels, without, strict=True):
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
+def test_lookup_kernels_reject_an_index_out_of_range():
     compiled = kernels.compiled_kernels()
-    got = compiled.table_gradient(num_rows, index, upstream, None, None)
-    assert torch.equal(got, index_add_gradient(num_rows, index, upstream))
-    assert not got[0].any()
-    # a sequence field: 6 slots per row, the non-padding ones weighted by 1 / count
-    entries = torch.randint(0, 1024 * 6, (3000,), generator=generator).sort().values
-    batch_rows, weights = entries // 6, torch.rand(3000, generator=generator)
-    index = torch.randint(1, num_rows, (3000,), generator=generator)
-    got = compiled.table_gradient(num_rows, index, upstream, batch_rows, weights)
-    assert torch.equal(got, index_add_gradient(num_rows, index, upstream, batch_rows, weights))
-
-
-@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
-def test_table_gradient_kernel_rejects_an_index_out_of_range():
-    with pytest.raises(RuntimeError, match="index 5 out of range for 5 rows"):
-        kernels.compiled_kernels().table_gradient(
-            5, torch.tensor([1, 5]), torch.ones(2, 4), None, None
-        )
+    tables = [torch.zeros(5, 4), torch.zeros(3, 8)]
+    indices = [torch.tensor([1, 4]), torch.tensor([[1, 3], [0, 0]])]
+    with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
+        compiled.lookup_forward(indices, tables, [])
+    grads = [torch.ones(2, 4), torch.ones(2, 8)]
+    with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
+        compiled.lookup_backward(indices, grads, torch.ones(2, 1), [5, 3, -1, -1])
+    indices[1] = torch.tensor([[1, 2], [0, -1]])
+    with pytest.raises(RuntimeError, match="index -1 out of range for 3 rows"):
+        compiled.lookup_forward(indices, tables, [])
 
 
 SCHEMA = Schema.of(

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from deepfm.config import ExperimentConfig, TrainConfig
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
+from deepfm.models.layers import kernels
 from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.registry import build_model
 from deepfm.training.optimizers import (
@@ -67,8 +68,12 @@ def naive_views(embedding: FeatureEmbedding, batch: dict[str, Tensor]) -> list[T
     return [first_order, torch.stack(fields, dim=1), torch.cat(raw, dim=1)]
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_values_and_gradients_match_the_modules(sparse: bool) -> None:
+def test_values_and_gradients_match_the_modules(sparse: bool, compiled: bool, monkeypatch) -> None:
+    """Both paths: the compiled lookups (where they build) and the PyTorch ops."""
+    if not compiled:
+        monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
     torch.manual_seed(0)
     embedding = FeatureEmbedding(SCHEMA, fm_embed_dim=8)
     reference = copy.deepcopy(embedding)

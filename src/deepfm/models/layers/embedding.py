@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from deepfm.data.schema import FeatureType, FieldSpec, Schema
-from deepfm.models.layers.kernels import table_gradient
+from deepfm.models.layers.kernels import lookup_kernels, slot_sum
 
 EMBEDDING_INIT_STD = 1e-2
 
@@ -126,20 +126,18 @@ class FeatureEmbedding(nn.Module):
         return tables
 
     def forward(self, batch: dict[str, Tensor]) -> EmbeddingViews:
-        lookups = [_Lookup.of(batch[name]) for name in self.second_order_embeddings]
         tables = [table for _, table in self.named_tables()]
         outputs = _TableLookup.apply(
-            lookups,
+            [batch[name] for name in self.second_order_embeddings],
             self.with_first_order,
             [table.sparse for table in tables],
             *(table.weight for table in tables),
         )
-        first_order, raw_embeddings = None, outputs
-        if self.with_first_order:
-            first_order, *raw_embeddings = outputs  # (B, 1), one (B, dim) per field
-        flat_embeddings = torch.cat(raw_embeddings, dim=1)  # (B, total_dim)
+        first_order, flat_embeddings = outputs if self.with_first_order else (None, *outputs)
         field_embeddings = None
         if self.with_field_embeddings:
+            widths = [table.embedding_dim for table in self.second_order_embeddings.values()]
+            raw_embeddings = flat_embeddings.split(widths, dim=1)  # views, one (B, dim) each
             field_embeddings = torch.stack(
                 [
                     self.projections[name](embedding) if name in self.projections else embedding
@@ -174,7 +172,7 @@ class _Lookup(NamedTuple):
         rows = table.index_select(0, self.index)
         if self.weights is None:
             return rows
-        return (rows.view(*self.weights.shape, -1) * self.weights.unsqueeze(2)).sum(dim=1)
+        return slot_sum(rows.view(*self.weights.shape, -1) * self.weights.unsqueeze(2))
 
     def entries(self) -> _Entries:
         """The looked-up entries whose gradients reach a row other than 0: every row of a
@@ -205,73 +203,99 @@ class _Entries(NamedTuple):
             return grad
         return grad.index_select(0, self.batch_rows) * self.weights.unsqueeze(1)
 
+    def dense_gradient(self, num_rows: int, grad: Tensor) -> Tensor:
+        """`(num_rows, dim)`: the entries' gradients added to their rows in entry order
+        (`index_add_`), row 0 left zero: what the compiled `lookup_backward` computes."""
+        gradient = grad.new_zeros(num_rows, grad.shape[1])
+        gradient.index_add_(0, self.index, self.row_gradients(grad))
+        gradient.narrow(0, 0, 1).zero_()
+        return gradient
+
 
 class _TableLookup(torch.autograd.Function):
     """Every table's lookup in one autograd node: the first-order sum (when the first-order
-    tables follow the second-order ones) and each field's `(B, dim)` vector; in backward,
+    tables follow the second-order ones) and every field's vector, concatenated; in backward,
     each table's gradient straight from its rows' gradients, with no per-lookup graph nodes:
     summed into a dense `(V, dim)` tensor, or a coalesced sparse COO tensor, one row per
-    distinct index (found once per field for both its tables). Sums add in entry order:
-    `index_add_`, or for a dense table on the CPU `kernels.table_gradient` (same bits);
-    deterministic on the CPU."""
+    distinct index (found once per field for both its tables). Sums add in entry order. On
+    the CPU the compiled `lookup_forward` and `lookup_backward` do the dense work (same bits
+    as the PyTorch ops here); deterministic on the CPU."""
 
     @staticmethod
     def forward(
         ctx: Any,
-        lookups: list[_Lookup],
+        indices: list[Tensor],
         with_first_order: bool,
         sparse: list[bool],
         *tables: Tensor,
     ) -> tuple[Tensor, ...]:
-        ctx.lookups, ctx.with_first_order, ctx.sparse = lookups, with_first_order, sparse
+        fields = len(indices)
+        ctx.indices, ctx.with_first_order, ctx.sparse = indices, with_first_order, sparse
         ctx.shapes = [table.shape for table in tables]
-        fields = len(lookups)
-        vectors = [
-            lookup.pool(table) for lookup, table in zip(lookups, tables[:fields], strict=True)
-        ]
+        ctx.kernels = lookup_kernels(list(tables))
+        if ctx.kernels is not None:
+            flat, first_order = ctx.kernels.lookup_forward(
+                [index.contiguous() for index in indices],
+                list(tables[:fields]),
+                list(tables[fields:]),
+            )
+            return (first_order, flat) if with_first_order else (flat,)
+        lookups = [_Lookup.of(index) for index in indices]
+        flat = torch.cat(
+            [lookup.pool(table) for lookup, table in zip(lookups, tables[:fields], strict=True)],
+            dim=1,
+        )
         if not with_first_order:
-            return tuple(vectors)
+            return (flat,)
         first_order = sum(
             lookup.pool(table) for lookup, table in zip(lookups, tables[fields:], strict=True)
         )
-        return (first_order, *vectors)
+        return (first_order, flat)
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        lookups = ctx.lookups
-        if ctx.with_first_order:
-            grads = (*grads[1:], *[grads[0]] * len(lookups))
-            lookups = lookups + lookups
-        table_grads = []
-        entries: dict[int, _Entries] = {}  # per lookup (shared by a field's two tables)
-        distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per lookup: its distinct indices
-        for position, (lookup, grad, shape, sparse) in enumerate(
-            zip(lookups, grads, ctx.shapes, ctx.sparse, strict=True)
-        ):
-            if not ctx.needs_input_grad[3 + position]:
-                table_grads.append(None)
+        fields = len(ctx.indices)
+        first_order_grad, flat_grad = grads if ctx.with_first_order else (None, grads[0])
+        field_grads = flat_grad.split([shape[1] for shape in ctx.shapes[:fields]], dim=1)
+        upstream = [*field_grads, *[first_order_grad] * (len(ctx.shapes) - fields)]
+        dense = [
+            ctx.needs_input_grad[3 + position] and not ctx.sparse[position]
+            for position in range(len(ctx.shapes))
+        ]
+        table_grads: list[Tensor | None] = [None] * len(ctx.shapes)
+        if ctx.kernels is not None and any(dense):
+            # The kernel skips the tables given -1 rows (and first-order ones, if there are none).
+            num_rows = [
+                shape[0] if chosen else -1 for shape, chosen in zip(ctx.shapes, dense, strict=True)
+            ]
+            table_grads = ctx.kernels.lookup_backward(
+                [index.contiguous() for index in ctx.indices],
+                list(field_grads),
+                first_order_grad if ctx.with_first_order else flat_grad.new_empty(0, 1),
+                num_rows + [-1] * (2 * fields - len(num_rows)),
+            )[: len(num_rows)]
+        entries: dict[int, _Entries] = {}  # per field (shared by its two tables)
+        distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per field: its distinct indices
+        for position, (grad, shape) in enumerate(zip(upstream, ctx.shapes, strict=True)):
+            field = position % fields
+            needed = ctx.needs_input_grad[3 + position] and table_grads[position] is None
+            if not needed:
                 continue
-            if id(lookup) not in entries:
-                entries[id(lookup)] = lookup.entries()
-            looked_up = entries[id(lookup)]
-            if not sparse:
-                table_grads.append(
-                    table_gradient(
-                        shape[0], looked_up.index, grad, looked_up.batch_rows, looked_up.weights
-                    )
-                )
+            if field not in entries:
+                entries[field] = _Lookup.of(ctx.indices[field]).entries()
+            looked_up = entries[field]
+            if not ctx.sparse[position]:
+                table_grads[position] = looked_up.dense_gradient(shape[0], grad)
                 continue
             rows = looked_up.row_gradients(grad)
             # Coalesced: one row per distinct index (sorted), duplicates summed in order.
-            if id(lookup) not in distinct:
-                distinct[id(lookup)] = torch.unique(looked_up.index, return_inverse=True)
-            index, inverse = distinct[id(lookup)]
+            if field not in distinct:
+                distinct[field] = torch.unique(looked_up.index, return_inverse=True)
+            index, inverse = distinct[field]
             summed = rows.new_zeros(len(index), *shape[1:]).index_add_(0, inverse, rows)
             summed *= (index != 0).unsqueeze(1)  # the OOV row stays zero
-            table_grads.append(
-                torch.sparse_coo_tensor(
-                    index.unsqueeze(0), summed, shape, is_coalesced=True, check_invariants=False
-                )
+            table_grads[position] = torch.sparse_coo_tensor(
+                index.unsqueeze(0), summed, shape, is_coalesced=True, check_invariants=False
             )
         return (None, None, None, *table_grads)
 

@@ -1,6 +1,7 @@
 // CPU kernels that compute what a few PyTorch ops compute, with the same float operations in
-// the same order (same bits), in one pass (see kernels.py). Built with -ffp-contract=off: no
-// fused multiply-add.
+// the same order (same bits), in one pass (see kernels.py): the attention products
+// (contract) and the embedding lookups with their gradients (lookup_forward,
+// lookup_backward). Built with -ffp-contract=off: no fused multiply-add.
 //
 // contract(x, y): out[h, a, c, :] = sum over k, in order, of x[h, k, a, :] * y[h, k, c, :].
 //
@@ -110,57 +111,236 @@ torch::Tensor contract(const torch::Tensor& x, const torch::Tensor& y) {
   return out;
 }
 
-// table_gradient: the dense gradient (num_rows, dim) of one embedding table. Entry i adds
-// upstream[i] (a sparse field) or upstream[batch_rows[i]] * weights[i] (a sequence field's
-// non-padding entries) to row index[i], in order of i, as `index_add_` does; row 0 (OOV,
-// padding) is zero.
-torch::Tensor table_gradient(int64_t num_rows, const torch::Tensor& index,
-                             const torch::Tensor& upstream,
-                             const std::optional<torch::Tensor>& batch_rows,
-                             const std::optional<torch::Tensor>& weights) {
-  TORCH_CHECK(upstream.dim() == 2 && upstream.is_contiguous(), "upstream: contiguous (B, dim)");
-  TORCH_CHECK(upstream.scalar_type() == torch::kFloat, "upstream: float32");
-  TORCH_CHECK(index.dim() == 1 && index.is_contiguous() && index.scalar_type() == torch::kLong,
-              "index: contiguous int64 (N,)");
-  const bool pooled = batch_rows.has_value();
-  TORCH_CHECK(pooled == weights.has_value(), "batch_rows and weights come together");
-  const int64_t entries = index.size(0), dim = upstream.size(1);
-  TORCH_CHECK(pooled || entries == upstream.size(0), "one upstream row per entry");
-  auto grad = torch::zeros({num_rows, dim}, upstream.options());
-  float* out = grad.data_ptr<float>();
-  const float* up = upstream.data_ptr<float>();
-  const int64_t* rows = index.data_ptr<int64_t>();
-  const int64_t* from = nullptr;
-  const float* scale = nullptr;
-  if (pooled) {
-    TORCH_CHECK(batch_rows->is_contiguous() && batch_rows->scalar_type() == torch::kLong &&
-                    batch_rows->numel() == entries,
-                "batch_rows: contiguous int64 (N,)");
-    TORCH_CHECK(weights->is_contiguous() && weights->scalar_type() == torch::kFloat &&
-                    weights->numel() == entries,
-                "weights: contiguous float32 (N,)");
-    from = batch_rows->data_ptr<int64_t>();
-    scale = weights->data_ptr<float>();
+// lookup_forward / lookup_backward: every field's lookups of one batch in one pass.
+//
+// A field's indices are (B,) (a sparse field: one row each) or (B, L) (a sequence field,
+// 0-padded), int32 or int64. A sequence field's entry l of batch row b has the weight
+// present / max(count, 1) (present = index != 0, count = the row's present entries) and its
+// pooled vector is the sum over l of row * weight, added in the order PyTorch's CPU `sum`
+// over a short middle dim adds (`slot_sum` in kernels.py): four partial sums (entry l goes
+// to partial l % 4, for the first L - L % 4 entries), the last L % 4 entries added to
+// partial 0, then partials 1, 2, 3 added to it, every sum starting from 0.
+namespace {
+
+// One field's indices, (B,) for a sparse field or (B, slots) for a sequence field.
+struct FieldIndex {
+  const void* data;
+  bool wide;  // int64, else int32
+  int64_t slots;
+  bool sequence;
+};
+
+FieldIndex field_index(const torch::Tensor& index, int64_t batch) {
+  TORCH_CHECK(index.dim() == 1 || index.dim() == 2, "lookup: an index is (B,) or (B, L)");
+  TORCH_CHECK(index.size(0) == batch, "lookup: one batch size for every field");
+  TORCH_CHECK(index.is_contiguous(), "lookup: contiguous indices");
+  const bool wide = index.scalar_type() == torch::kLong;
+  TORCH_CHECK(wide || index.scalar_type() == torch::kInt, "lookup: int32 or int64 indices");
+  return {index.data_ptr(), wide, index.dim() == 2 ? index.size(1) : 1, index.dim() == 2};
+}
+
+// A float32 (rows, dim) matrix: its row stride and its step between a row's elements.
+struct Matrix {
+  float* data;
+  int64_t rows, dim, stride, step;
+
+  static Matrix of(const torch::Tensor& tensor) {
+    TORCH_CHECK(tensor.dim() == 2 && tensor.scalar_type() == torch::kFloat,
+                "lookup: float32 (rows, dim) tables and gradients");
+    return {tensor.data_ptr<float>(), tensor.size(0), tensor.size(1), tensor.stride(0),
+            tensor.stride(1)};
   }
-  for (int64_t i = 0; i < entries; ++i) {
-    const int64_t row = rows[i];
-    TORCH_CHECK(row >= 0 && row < num_rows, "index ", row, " out of range for ", num_rows,
-                " rows");
-    float* target = out + row * dim;
-    if (pooled) {
-      const float* source = up + from[i] * dim;
-      const float w = scale[i];
-      for (int64_t j = 0; j < dim; ++j) target[j] += source[j] * w;
+};
+
+[[noreturn]] void out_of_range(int64_t row, int64_t rows) {
+  TORCH_CHECK(false, "index ", row, " out of range for ", rows, " rows");
+}
+
+inline int64_t checked(int64_t row, int64_t rows) {
+  if (row < 0 || row >= rows) out_of_range(row, rows);
+  return row;
+}
+
+// Weights of one batch row's entries (the formula of `_Lookup.of`): present / max(count, 1).
+template <typename Index>
+void slot_weights(const Index* entries, int64_t slots, float* weights) {
+  float count = 0.0f;
+  for (int64_t l = 0; l < slots; ++l) count += entries[l] != 0 ? 1.0f : 0.0f;
+  const float divisor = std::max(count, 1.0f);
+  const float present = 1.0f / divisor, absent = 0.0f / divisor;
+  for (int64_t l = 0; l < slots; ++l) weights[l] = entries[l] != 0 ? present : absent;
+}
+
+// out[0:dim] = the sum over entries of row * weight, in slot_sum's order; partials holds
+// 4 * dim floats.
+template <typename Index>
+void pool(const Index* entries, int64_t slots, const Matrix& table, const float* weights,
+          float* partials, float* out) {
+  const int64_t dim = table.dim, full = slots / 4 * 4;
+  std::fill(partials, partials + 4 * dim, 0.0f);
+  for (int64_t l = 0; l < slots; ++l) {
+    const float* row = table.data + checked(entries[l], table.rows) * table.stride;
+    float* partial = partials + (l < full ? l % 4 : 0) * dim;
+    const float w = weights[l];
+    for (int64_t j = 0; j < dim; ++j) partial[j] += row[j] * w;
+  }
+  for (int k = 1; k < 4; ++k)
+    for (int64_t j = 0; j < dim; ++j) partials[j] += partials[k * dim + j];
+  for (int64_t j = 0; j < dim; ++j) out[j] = 0.0f + partials[j];
+}
+
+// Field f's vectors of batch rows [begin, end) into flat (row stride width), and its
+// first-order weights added to sums.
+template <typename Index>
+void forward_field(const FieldIndex& field, const Matrix& table, const Matrix* first,
+                   int64_t begin, int64_t end, float* flat, int64_t width, float* sums) {
+  const Index* index = static_cast<const Index*>(field.data);
+  const int64_t dim = table.dim, slots = field.slots;
+  std::vector<float> weights(slots), partials(4 * dim);
+  for (int64_t b = begin; b < end; ++b) {
+    float* out = flat + b * width;
+    const Index* entries = index + b * slots;
+    if (field.sequence) {
+      slot_weights(entries, slots, weights.data());
+      pool(entries, slots, table, weights.data(), partials.data(), out);
+      if (first != nullptr) {
+        float weight;
+        pool(entries, slots, *first, weights.data(), partials.data(), &weight);
+        sums[b] += weight;
+      }
     } else {
-      const float* source = up + i * dim;
-      for (int64_t j = 0; j < dim; ++j) target[j] += source[j];
+      const int64_t row = checked(entries[0], table.rows);
+      const float* source = table.data + row * table.stride;
+      for (int64_t j = 0; j < dim; ++j) out[j] = source[j];
+      if (first != nullptr) sums[b] += first->data[checked(row, first->rows) * first->stride];
     }
   }
-  std::fill(out, out + dim, 0.0f);
-  return grad;
+}
+
+// Table t's gradient: each entry's upstream row (times its weight for a sequence field's
+// non-padding entries) added to its row in order; row 0 zeroed at the end.
+template <typename Index>
+void backward_table(const FieldIndex& field, const Matrix& up, Matrix& grad) {
+  const Index* index = static_cast<const Index*>(field.data);
+  const int64_t dim = up.dim, step = up.step, slots = field.slots, batch = up.rows;
+  std::vector<float> weights(slots);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* source = up.data + b * up.stride;
+    const Index* entries = index + b * slots;
+    if (!field.sequence) {
+      float* into = grad.data + checked(entries[0], grad.rows) * grad.stride;
+      if (step == 1) {
+        for (int64_t j = 0; j < dim; ++j) into[j] += source[j];
+      } else {
+        for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step];
+      }
+      continue;
+    }
+    slot_weights(entries, slots, weights.data());
+    for (int64_t l = 0; l < slots; ++l) {
+      const int64_t row = checked(entries[l], grad.rows);
+      if (row == 0) continue;
+      float* into = grad.data + row * grad.stride;
+      const float w = weights[l];
+      for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step] * w;
+    }
+  }
+  std::fill(grad.data, grad.data + dim, 0.0f);
+}
+
+std::vector<Matrix> contiguous_tables(const std::vector<torch::Tensor>& tables) {
+  std::vector<Matrix> views;
+  for (const auto& table : tables) {
+    TORCH_CHECK(table.is_contiguous(), "lookup: contiguous tables");
+    views.push_back(Matrix::of(table));
+  }
+  return views;
+}
+
+}  // namespace
+
+// (flat (B, sum of dims), first_order (B, 1), empty without first-order tables): each field's
+// vector at its columns of flat; first_order = 0 + field 0's weight + field 1's + ...
+std::vector<torch::Tensor> lookup_forward(const std::vector<torch::Tensor>& indices,
+                                          const std::vector<torch::Tensor>& tables,
+                                          const std::vector<torch::Tensor>& first_order_tables) {
+  const int64_t fields = indices.size();
+  TORCH_CHECK(fields > 0 && static_cast<int64_t>(tables.size()) == fields,
+              "lookup_forward: one table per field");
+  const bool first_order = !first_order_tables.empty();
+  TORCH_CHECK(!first_order || static_cast<int64_t>(first_order_tables.size()) == fields,
+              "lookup_forward: one first-order table per field, or none");
+  const int64_t batch = indices[0].size(0);
+  std::vector<FieldIndex> index;
+  for (const auto& i : indices) index.push_back(field_index(i, batch));
+  const std::vector<Matrix> second = contiguous_tables(tables);
+  const std::vector<Matrix> first = contiguous_tables(first_order_tables);
+  std::vector<int64_t> offset(fields + 1, 0);
+  for (int64_t f = 0; f < fields; ++f) {
+    offset[f + 1] = offset[f] + second[f].dim;
+    TORCH_CHECK(!first_order || first[f].dim == 1, "lookup_forward: (V, 1) first-order tables");
+  }
+  const int64_t width = offset[fields];
+  auto flat = torch::empty({batch, width}, tables[0].options());
+  auto sums = torch::zeros({first_order ? batch : 0, 1}, tables[0].options());
+  float* flat_out = flat.data_ptr<float>();
+  float* sums_out = sums.data_ptr<float>();
+  at::parallel_for(0, batch, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t f = 0; f < fields; ++f) {
+      const Matrix* weights = first_order ? &first[f] : nullptr;
+      if (index[f].wide)
+        forward_field<int64_t>(index[f], second[f], weights, begin, end, flat_out + offset[f],
+                               width, sums_out);
+      else
+        forward_field<int32_t>(index[f], second[f], weights, begin, end, flat_out + offset[f],
+                               width, sums_out);
+    }
+  });
+  return {flat, sums};
+}
+
+// The dense gradients of the tables lookup_forward read: table t (second-order tables of
+// fields 0..F-1, then first-order ones) gets, for each entry of each batch row in order,
+// grads[f][b] (a sparse field) or grads[f][b] * weight (a sequence field's non-padding
+// entries) added to its row, row 0 left zero: what `_Entries.dense_gradient` computes. A
+// table whose entry in rows is negative is skipped (None in its place). `grads[f]` may be
+// any (B, dim) float32 view; first-order tables read `first_order_grad` (B, 1). Tables are
+// split over threads; each table is summed by one thread, in order.
+std::vector<torch::Tensor> lookup_backward(const std::vector<torch::Tensor>& indices,
+                                           const std::vector<torch::Tensor>& grads,
+                                           const torch::Tensor& first_order_grad,
+                                           const std::vector<int64_t>& rows) {
+  const int64_t fields = indices.size();
+  TORCH_CHECK(static_cast<int64_t>(rows.size()) == 2 * fields &&
+                  static_cast<int64_t>(grads.size()) == fields,
+              "lookup_backward: F indices and gradients, 2F tables");
+  const int64_t batch = indices[0].size(0);
+  std::vector<FieldIndex> index;
+  for (const auto& i : indices) index.push_back(field_index(i, batch));
+  std::vector<torch::Tensor> out(2 * fields);
+  std::vector<Matrix> upstream(2 * fields), target(2 * fields);
+  for (int64_t t = 0; t < 2 * fields; ++t) {
+    if (rows[t] < 0) continue;
+    upstream[t] = Matrix::of(t < fields ? grads[t] : first_order_grad);
+    TORCH_CHECK(upstream[t].rows == batch, "lookup_backward: one gradient row per batch row");
+    out[t] = torch::zeros({rows[t], upstream[t].dim}, first_order_grad.options());
+    target[t] = Matrix::of(out[t]);
+  }
+  at::parallel_for(0, 2 * fields, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      if (rows[t] < 0) continue;
+      const FieldIndex& field = index[t % fields];
+      if (field.wide)
+        backward_table<int64_t>(field, upstream[t], target[t]);
+      else
+        backward_table<int32_t>(field, upstream[t], target[t]);
+    }
+  });
+  return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("contract", &contract, "out[h, a, c, :] = sum_k x[h, k, a, :] * y[h, k, c, :]");
-  m.def("table_gradient", &table_gradient, "one embedding table's dense gradient");
+  m.def("lookup_forward", &lookup_forward, "every field's lookups: flat vectors, first order");
+  m.def("lookup_backward", &lookup_backward, "the dense gradients of lookup_forward's tables");
 }

@@ -4,9 +4,12 @@
   attention layer's products over fields with the batch innermost. PyTorch computes it as a
   broadcast product of shape `(H, K, A, C, B)` summed over `k`: two passes over megabytes
   for a few thousand FLOPs per sample.
-- `table_gradient(...)`: one embedding table's dense gradient, the looked-up rows'
-  gradients added into a zeroed `(V, dim)` tensor (`index_add_`), row 0 left zero; in
-  PyTorch four operators per table, some with a slow path for narrow rows.
+- `lookup_forward` / `lookup_backward` (through `lookup_kernels`): every embedding lookup
+  of a batch in one call (sparse fields' rows, sequence fields' weighted sums in `slot_sum`'s
+  order, the first-order sum, written straight into the concatenated `(B, total_dim)`
+  vectors), and every dense table's gradient in one call (the looked-up rows' gradients
+  added in entry order, as `index_add_` adds them, row 0 left zero). In PyTorch that is
+  about 40 small operators per step, each with its own dispatch and allocation.
 
 `kernels.cpp` computes each with the same float operations in the same order as the PyTorch
 ops it replaces (a float32 product, then a float32 sum, in the ops' order; no fused
@@ -20,6 +23,7 @@ missing, on other devices and for other dtypes, each function is its PyTorch exp
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import subprocess
 from pathlib import Path
@@ -57,28 +61,37 @@ def _fits_contract(tensor: Tensor) -> bool:
     )
 
 
-def table_gradient(
-    num_rows: int,
-    index: Tensor,
-    upstream: Tensor,
-    batch_rows: Tensor | None = None,
-    weights: Tensor | None = None,
-) -> Tensor:
-    """`(num_rows, dim)`: entry `i` adds `upstream[i]` (or, with `batch_rows` and `weights`,
-    `upstream[batch_rows[i]] * weights[i]`) to row `index[i]`, in order of `i`; row 0 stays
-    zero. `index`, `batch_rows`: int64 `(N,)`; `upstream`: `(B, dim)`."""
-    if upstream.device.type == "cpu" and upstream.dtype == torch.float32:
-        kernels = compiled_kernels()
-        if kernels is not None:
-            return kernels.table_gradient(
-                num_rows, index.contiguous(), upstream.contiguous(), batch_rows, weights
-            )
-    rows = upstream if batch_rows is None else upstream.index_select(0, batch_rows)
-    if weights is not None:
-        rows = rows * weights.unsqueeze(1)
-    gradient = rows.new_zeros(num_rows, rows.shape[1]).index_add_(0, index, rows)
-    gradient.narrow(0, 0, 1).zero_()
-    return gradient
+def slot_sum(products: Tensor) -> Tensor:
+    """`(B, d)`: the sum over `L` of `products (B, L, d)`, in the order PyTorch's CPU `sum`
+    over a short middle dim adds (for `L < 64` with the AVX2 kernels, `d` 1, 8 or 16): four
+    partial sums from 0 (entry `l` of the first `L - L % 4` to partial `l % 4`), the last
+    `L % 4` entries added to partial 0, then partials 1, 2, 3. Written out, so that the
+    pooled sequence vectors have these bits on every machine, with or without the kernels
+    (`lookup_forward` adds in the same order)."""
+    slots, full = products.shape[1], products.shape[1] // 4 * 4
+    partials = [products.new_zeros(products.shape[0], products.shape[2]) for _ in range(4)]
+    for slot in range(full):
+        partials[slot % 4] = partials[slot % 4] + products[:, slot]
+    for slot in range(full, slots):
+        partials[0] = partials[0] + products[:, slot]
+    return 0.0 + (partials[0] + partials[1] + partials[2] + partials[3])
+
+
+def lookup_kernels(tensors: list[Tensor]) -> ModuleType | None:
+    """The compiled kernels when every one of `tensors` (embedding tables) is a CPU float32
+    tensor and they are built; else None (the caller runs its PyTorch ops). Their
+    `lookup_forward` and `lookup_backward` look up every field of a batch and compute the
+    tables' dense gradients (kernels.cpp)."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+        return compiled_kernels()
+    return None
+
+
+def _source_digest() -> str:
+    """12 hex digits of the source and flags: each version of the kernels gets its own name,
+    so processes running different versions each load theirs from PyTorch's cache."""
+    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_CFLAGS).encode())
+    return digest.hexdigest()[:12]
 
 
 @functools.cache
@@ -92,7 +105,7 @@ def compiled_kernels() -> ModuleType | None:
     logger.info("CPU kernels: loading (compiled on first use on this machine, ~30 s)")
     try:
         return load(
-            name="deepfm_kernels",
+            name=f"deepfm_kernels_{_source_digest()}",
             sources=[str(_SOURCE)],
             extra_cflags=_CFLAGS,
             extra_ldflags=["-fopenmp"],
