@@ -221,13 +221,13 @@ def test_lookup_kernels_reject_an_index_out_of_range():
     tables = [torch.zeros(5, 4), torch.zeros(3, 8)]
     indices = [torch.tensor([1, 4]), torch.tensor([[1, 3], [0, 0]])]
     with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
-        compiled.lookup_forward(indices, tables, [])
+        compiled.lookup_forward(indices, tables, [], None)
     grads = [torch.ones(2, 4), torch.ones(2, 8)]
     with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
         compiled.lookup_backward(indices, grads, torch.ones(2, 1), [5, 3, -1, -1])
     indices[1] = torch.tensor([[1, 2], [0, -1]])
     with pytest.raises(RuntimeError, match="index -1 out of range for 3 rows"):
-        compiled.lookup_forward(indices, tables, [])
+        compiled.lookup_forward(indices, tables, [], None)
 
 
 SCHEMA = Schema.of(

@@ -88,6 +88,7 @@ class FeatureEmbedding(nn.Module):
         super().__init__()
         self.with_first_order = first_order
         self.with_field_embeddings = field_embeddings
+        self.fm_embed_dim = fm_embed_dim
         fields = list(schema.fields.values())
         self.sparse_fields = [s.name for s in fields if s.feature_type is FeatureType.SPARSE]
         self.sequence_fields = [s.name for s in fields if s.feature_type is FeatureType.SEQUENCE]
@@ -126,28 +127,34 @@ class FeatureEmbedding(nn.Module):
         return tables
 
     def forward(self, batch: dict[str, Tensor]) -> EmbeddingViews:
+        names = list(self.second_order_embeddings)
         tables = [table for _, table in self.named_tables()]
-        outputs = _TableLookup.apply(
-            [batch[name] for name in self.second_order_embeddings],
+        projected = [self.with_field_embeddings and name in self.projections for name in names]
+        plan = _LookupPlan(
             self.with_first_order,
+            self.fm_embed_dim if self.with_field_embeddings else None,
             [table.sparse for table in tables],
-            *(table.weight for table in tables),
+            projected,
         )
-        first_order, flat_embeddings = outputs if self.with_first_order else (None, *outputs)
-        field_embeddings = None
-        if self.with_field_embeddings:
-            widths = [table.embedding_dim for table in self.second_order_embeddings.values()]
-            raw_embeddings = flat_embeddings.split(widths, dim=1)  # views, one (B, dim) each
-            field_embeddings = torch.stack(
-                [
-                    self.projections[name](embedding) if name in self.projections else embedding
-                    for name, embedding in zip(
-                        self.second_order_embeddings, raw_embeddings, strict=True
-                    )
-                ],
-                dim=1,
-            )  # (B, F, fm_embed_dim)
+        first_order, field_embeddings, flat_embeddings = _TableLookup.apply(
+            [batch[name] for name in names],
+            plan,
+            *(table.weight for table in tables),
+            *(self.projections[n].weight for n, on in zip(names, projected, strict=True) if on),
+        )
         return EmbeddingViews(first_order, field_embeddings, flat_embeddings)
+
+
+class _LookupPlan(NamedTuple):
+    """What `_TableLookup` computes: the first-order sum (its tables follow the second-order
+    ones), the field vectors' width (None: no field vectors), which tables take sparse
+    gradients, and which fields are projected (their projection weights follow the tables,
+    in field order)."""
+
+    first_order: bool
+    field_dim: int | None
+    sparse: list[bool]
+    projected: list[bool]
 
 
 class _Lookup(NamedTuple):
@@ -213,55 +220,85 @@ class _Entries(NamedTuple):
 
 
 class _TableLookup(torch.autograd.Function):
-    """Every table's lookup in one autograd node: the first-order sum (when the first-order
-    tables follow the second-order ones) and every field's vector, concatenated; in backward,
-    each table's gradient straight from its rows' gradients, with no per-lookup graph nodes:
-    summed into a dense `(V, dim)` tensor, or a coalesced sparse COO tensor, one row per
-    distinct index (found once per field for both its tables). Sums add in entry order. On
-    the CPU the compiled `lookup_forward` and `lookup_backward` do the dense work (same bits
-    as the PyTorch ops here); deterministic on the CPU."""
+    """Every lookup and projection of a batch in one autograd node: the first-order sum, the
+    field vectors `(B, F, field_dim)` (a projected field's vector times its projection's
+    transpose) and the concatenated raw vectors `(B, total_dim)`. Backward computes what
+    autograd computed for the separate ops (the same matrix products, each field's two
+    gradients added), then each table's gradient straight from its rows' gradients, with
+    no per-lookup graph nodes: summed into a dense `(V, dim)` tensor, or a coalesced sparse
+    COO tensor, one row per distinct index (found once per field for both its tables). Sums
+    add in entry order. On the CPU the compiled `lookup_forward` and `lookup_backward` do
+    the lookups and the dense gradients (same bits as the PyTorch ops here); deterministic
+    on the CPU."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        indices: list[Tensor],
-        with_first_order: bool,
-        sparse: list[bool],
-        *tables: Tensor,
-    ) -> tuple[Tensor, ...]:
-        fields = len(indices)
-        ctx.indices, ctx.with_first_order, ctx.sparse = indices, with_first_order, sparse
+    def forward(ctx: Any, indices: list[Tensor], plan: _LookupPlan, *weights: Tensor) -> Any:
+        ctx.set_materialize_grads(False)
+        fields, count = len(indices), len(plan.sparse)
+        tables, projections = weights[:count], iter(weights[count:])
+        ctx.indices, ctx.plan = indices, plan
         ctx.shapes = [table.shape for table in tables]
         ctx.kernels = lookup_kernels(list(tables))
-        if ctx.kernels is not None:
+        field_embeddings = None
+        if plan.field_dim is not None:
+            field_embeddings = tables[0].new_empty(len(indices[0]), fields, plan.field_dim)
+        if ctx.kernels is not None:  # also writes the unprojected fields' field vectors
             flat, first_order = ctx.kernels.lookup_forward(
                 [index.contiguous() for index in indices],
                 list(tables[:fields]),
                 list(tables[fields:]),
+                field_embeddings,
             )
-            return (first_order, flat) if with_first_order else (flat,)
-        lookups = [_Lookup.of(index) for index in indices]
-        flat = torch.cat(
-            [lookup.pool(table) for lookup, table in zip(lookups, tables[:fields], strict=True)],
-            dim=1,
-        )
-        if not with_first_order:
-            return (flat,)
-        first_order = sum(
-            lookup.pool(table) for lookup, table in zip(lookups, tables[fields:], strict=True)
-        )
-        return (first_order, flat)
+        else:
+            lookups = [_Lookup.of(index) for index in indices]
+            pooled = [lookup.pool(t) for lookup, t in zip(lookups * 2, tables, strict=False)]
+            flat = torch.cat(pooled[:fields], dim=1)
+            first_order = sum(pooled[fields:]) if plan.first_order else None
+            if field_embeddings is not None:
+                for field, projected in enumerate(plan.projected):
+                    if not projected:
+                        field_embeddings[:, field] = pooled[field]
+        ctx.save_for_backward(flat, *weights[count:])
+        if field_embeddings is not None:
+            raw = flat.split([shape[1] for shape in ctx.shapes[:fields]], dim=1)
+            for field, (vector, projected) in enumerate(zip(raw, plan.projected, strict=True)):
+                if projected:  # written in place: the product's bits, no copy
+                    torch.mm(vector, next(projections).t(), out=field_embeddings[:, field])
+        return (first_order if plan.first_order else None), field_embeddings, flat
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        fields = len(ctx.indices)
-        first_order_grad, flat_grad = grads if ctx.with_first_order else (None, grads[0])
-        field_grads = flat_grad.split([shape[1] for shape in ctx.shapes[:fields]], dim=1)
-        upstream = [*field_grads, *[first_order_grad] * (len(ctx.shapes) - fields)]
-        dense = [
-            ctx.needs_input_grad[3 + position] and not ctx.sparse[position]
+    def backward(
+        ctx: Any,
+        first_order_grad: Tensor | None,
+        field_grad: Tensor | None,
+        flat_grad: Tensor | None,
+    ) -> tuple[Tensor | None, ...]:
+        plan, fields = ctx.plan, len(ctx.indices)
+        flat, *projections = ctx.saved_tensors
+        widths = [shape[1] for shape in ctx.shapes[:fields]]
+        raw = flat.split(widths, dim=1)
+        # Each raw vector's gradient: its columns of flat's plus its field vector's.
+        raw_grads = (
+            list(flat_grad.split(widths, dim=1)) if flat_grad is not None else [None] * fields
+        )
+        projection_grads: list[Tensor | None] = []
+        weights = iter(projections)
+        for field in range(fields):
+            if field_grad is None:
+                continue
+            grad = field_grad[:, field]
+            if plan.projected[field]:
+                weight = next(weights)
+                needed = ctx.needs_input_grad[2 + len(ctx.shapes) + len(projection_grads)]
+                projection_grads.append(grad.t().mm(raw[field]) if needed else None)
+                grad = grad.mm(weight)
+            raw_grads[field] = grad if raw_grads[field] is None else raw_grads[field] + grad
+        upstream = [*raw_grads, *[first_order_grad] * (len(ctx.shapes) - fields)]
+        wanted = [
+            ctx.needs_input_grad[2 + position] and upstream[position] is not None
             for position in range(len(ctx.shapes))
         ]
+        dense = [want and not sparse for want, sparse in zip(wanted, plan.sparse, strict=True)]
         table_grads: list[Tensor | None] = [None] * len(ctx.shapes)
         if ctx.kernels is not None and any(dense):
             # The kernel skips the tables given -1 rows (and first-order ones, if there are none).
@@ -270,21 +307,20 @@ class _TableLookup(torch.autograd.Function):
             ]
             table_grads = ctx.kernels.lookup_backward(
                 [index.contiguous() for index in ctx.indices],
-                list(field_grads),
-                first_order_grad if ctx.with_first_order else flat_grad.new_empty(0, 1),
+                [grad if grad is not None else flat.new_empty(0, 1) for grad in raw_grads],
+                first_order_grad if first_order_grad is not None else flat.new_empty(0, 1),
                 num_rows + [-1] * (2 * fields - len(num_rows)),
             )[: len(num_rows)]
         entries: dict[int, _Entries] = {}  # per field (shared by its two tables)
         distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per field: its distinct indices
         for position, (grad, shape) in enumerate(zip(upstream, ctx.shapes, strict=True)):
             field = position % fields
-            needed = ctx.needs_input_grad[3 + position] and table_grads[position] is None
-            if not needed:
+            if not wanted[position] or table_grads[position] is not None:
                 continue
             if field not in entries:
                 entries[field] = _Lookup.of(ctx.indices[field]).entries()
             looked_up = entries[field]
-            if not ctx.sparse[position]:
+            if not plan.sparse[position]:
                 table_grads[position] = looked_up.dense_gradient(shape[0], grad)
                 continue
             rows = looked_up.row_gradients(grad)
@@ -297,7 +333,9 @@ class _TableLookup(torch.autograd.Function):
             table_grads[position] = torch.sparse_coo_tensor(
                 index.unsqueeze(0), summed, shape, is_coalesced=True, check_invariants=False
             )
-        return (None, None, None, *table_grads)
+        if field_grad is None:
+            projection_grads = [None] * sum(plan.projected)
+        return (None, None, *table_grads, *projection_grads)
 
 
 def _embedding_table(spec: FieldSpec, dim: int) -> nn.Embedding | nn.EmbeddingBag:

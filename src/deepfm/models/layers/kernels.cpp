@@ -189,11 +189,12 @@ void pool(const Index* entries, int64_t slots, const Matrix& table, const float*
   for (int64_t j = 0; j < dim; ++j) out[j] = 0.0f + partials[j];
 }
 
-// Field f's vectors of batch rows [begin, end) into flat (row stride width), and its
-// first-order weights added to sums.
+// Field f's vectors of batch rows [begin, end) into flat (row stride width) and, unless
+// copy is null, into copy (row stride copy_stride); its first-order weights added to sums.
 template <typename Index>
 void forward_field(const FieldIndex& field, const Matrix& table, const Matrix* first,
-                   int64_t begin, int64_t end, float* flat, int64_t width, float* sums) {
+                   int64_t begin, int64_t end, float* flat, int64_t width, float* sums,
+                   float* copy, int64_t copy_stride) {
   const Index* index = static_cast<const Index*>(field.data);
   const int64_t dim = table.dim, slots = field.slots;
   std::vector<float> weights(slots), partials(4 * dim);
@@ -214,6 +215,7 @@ void forward_field(const FieldIndex& field, const Matrix& table, const Matrix* f
       for (int64_t j = 0; j < dim; ++j) out[j] = source[j];
       if (first != nullptr) sums[b] += first->data[checked(row, first->rows) * first->stride];
     }
+    if (copy != nullptr) std::memcpy(copy + b * copy_stride, out, dim * sizeof(float));
   }
 }
 
@@ -261,9 +263,11 @@ std::vector<Matrix> contiguous_tables(const std::vector<torch::Tensor>& tables) 
 
 // (flat (B, sum of dims), first_order (B, 1), empty without first-order tables): each field's
 // vector at its columns of flat; first_order = 0 + field 0's weight + field 1's + ...
+// With field_vectors (B, F, D), a field D wide is also written at field_vectors[:, f].
 std::vector<torch::Tensor> lookup_forward(const std::vector<torch::Tensor>& indices,
                                           const std::vector<torch::Tensor>& tables,
-                                          const std::vector<torch::Tensor>& first_order_tables) {
+                                          const std::vector<torch::Tensor>& first_order_tables,
+                                          const std::optional<torch::Tensor>& field_vectors) {
   const int64_t fields = indices.size();
   TORCH_CHECK(fields > 0 && static_cast<int64_t>(tables.size()) == fields,
               "lookup_forward: one table per field");
@@ -281,6 +285,16 @@ std::vector<torch::Tensor> lookup_forward(const std::vector<torch::Tensor>& indi
     TORCH_CHECK(!first_order || first[f].dim == 1, "lookup_forward: (V, 1) first-order tables");
   }
   const int64_t width = offset[fields];
+  float* copies = nullptr;
+  int64_t copy_dim = 0;
+  if (field_vectors.has_value()) {
+    TORCH_CHECK(field_vectors->dim() == 3 && field_vectors->is_contiguous() &&
+                    field_vectors->scalar_type() == torch::kFloat &&
+                    field_vectors->size(0) == batch && field_vectors->size(1) == fields,
+                "lookup_forward: field_vectors is a contiguous float32 (B, F, D) tensor");
+    copies = field_vectors->data_ptr<float>();
+    copy_dim = field_vectors->size(2);
+  }
   auto flat = torch::empty({batch, width}, tables[0].options());
   auto sums = torch::zeros({first_order ? batch : 0, 1}, tables[0].options());
   float* flat_out = flat.data_ptr<float>();
@@ -288,12 +302,13 @@ std::vector<torch::Tensor> lookup_forward(const std::vector<torch::Tensor>& indi
   at::parallel_for(0, batch, 256, [&](int64_t begin, int64_t end) {
     for (int64_t f = 0; f < fields; ++f) {
       const Matrix* weights = first_order ? &first[f] : nullptr;
+      float* copy = copies != nullptr && second[f].dim == copy_dim ? copies + f * copy_dim : nullptr;
       if (index[f].wide)
         forward_field<int64_t>(index[f], second[f], weights, begin, end, flat_out + offset[f],
-                               width, sums_out);
+                               width, sums_out, copy, fields * copy_dim);
       else
         forward_field<int32_t>(index[f], second[f], weights, begin, end, flat_out + offset[f],
-                               width, sums_out);
+                               width, sums_out, copy, fields * copy_dim);
     }
   });
   return {flat, sums};
