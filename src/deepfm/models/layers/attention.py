@@ -64,10 +64,10 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, fields: Tensor) -> Tensor:
         batch_size, num_fields, input_dim = fields.shape
         features = fields.permute(2, 1, 0).reshape(input_dim, num_fields * batch_size)  # (D, F*B)
-        query, key, value = (self.query_key_value.weight @ features).view(
+        query_key_value = (self.query_key_value.weight @ features).view(
             3, self.num_heads, -1, num_fields, batch_size
-        )  # each (heads, head_dim, F, B)
-        attended = _FieldAttention.apply(query, key, value, self.scale)  # (heads, head_dim, F, B)
+        )  # (3, heads, head_dim, F, B)
+        attended = _FieldAttention.apply(query_key_value, self.scale)  # (heads, head_dim, F, B)
         outputs = attended.reshape(-1, num_fields * batch_size)  # (D', F*B)
         if self.residual is not None:
             outputs = outputs + self.residual(features.t()).t()
@@ -75,36 +75,35 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class _FieldAttention(torch.autograd.Function):
-    """`softmax_j(scale * q_i . k_j)`-weighted sum of `v_j`, per head and sample: inputs
-    `(heads, head_dim, F, B)`, output `(heads, head_dim, F, B)`. Forward and backward are
-    `contract` calls plus PyTorch's softmax and its backward, each term computed as autograd
-    computes it for the broadcast-product formulation (same operations, same order, same
-    bits), without materialising `(heads, head_dim, F, F, B)` products."""
+    """`softmax_j(scale * q_i . k_j)`-weighted sum of `v_j`, per head and sample: input the
+    stacked queries, keys and values `(3, heads, head_dim, F, B)`, output `(heads, head_dim,
+    F, B)`. Forward and backward are `contract` calls plus PyTorch's softmax and its
+    backward, each term computed as autograd computes it for the broadcast-product
+    formulation (same operations, same order, same bits), without materialising `(heads,
+    head_dim, F, F, B)` products; the three gradients are written into one tensor."""
 
     @staticmethod
-    def forward(ctx: Any, query: Tensor, key: Tensor, value: Tensor, scale: float) -> Tensor:
+    def forward(ctx: Any, query_key_value: Tensor, scale: float) -> Tensor:
+        query, key, value = query_key_value
         weights = (contract(query, key) * scale).softmax(dim=2)  # (heads, F, F_key, B)
-        ctx.save_for_backward(query, key, value, weights)
+        ctx.save_for_backward(query_key_value, weights)
         ctx.scale = scale
         return contract(value.transpose(1, 2), weights.transpose(1, 2))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
-        query, key, value, weights = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        query_key_value, weights = ctx.saved_tensors
+        query, key, value = query_key_value
+        grads = torch.empty_like(query_key_value, memory_format=torch.contiguous_format)
         grad_weights = contract(grad, value)  # (heads, F, F_key, B)
-        grad_value = contract(grad.transpose(1, 2), weights)
+        contract(grad.transpose(1, 2), weights, out=grads[2])
         grad_scores = (
             torch._softmax_backward_data(grad_weights, weights, 2, weights.dtype) * ctx.scale
         )
-        grad_query = contract(key.transpose(1, 2), grad_scores.transpose(1, 2))
-        grad_key = contract(query.transpose(1, 2), grad_scores)
-        return (
-            grad_query.to(query.dtype),
-            grad_key.to(key.dtype),
-            grad_value.to(value.dtype),
-            None,
-        )
+        contract(key.transpose(1, 2), grad_scores.transpose(1, 2), out=grads[0])
+        contract(query.transpose(1, 2), grad_scores, out=grads[1])
+        return grads, None
 
 
 class SelfAttentionStack(nn.Sequential):

@@ -3,7 +3,8 @@
 // (contract) and the embedding lookups with their gradients (lookup_forward,
 // lookup_backward). Built with -ffp-contract=off: no fused multiply-add.
 //
-// contract(x, y): out[h, a, c, :] = sum over k, in order, of x[h, k, a, :] * y[h, k, c, :].
+// contract(x, y, out): out[h, a, c, :] = sum over k, in order, of x[h, k, a, :] * y[h, k, c, :]
+// (out: a given contiguous tensor, or a new one).
 //
 // The attention layer's products over fields with the batch innermost. Every output element
 // is 0 plus one product per k, added in order of k, each product and each sum rounded to
@@ -59,7 +60,8 @@ void lanes_block_of(int64_t outputs, const float* x, int64_t xk, const float* y,
 
 }  // namespace
 
-torch::Tensor contract(const torch::Tensor& x, const torch::Tensor& y) {
+torch::Tensor contract(const torch::Tensor& x, const torch::Tensor& y,
+                       const std::optional<torch::Tensor>& into) {
   TORCH_CHECK(x.dim() == 4 && y.dim() == 4, "contract: x and y must be 4-d");
   TORCH_CHECK(x.scalar_type() == torch::kFloat && y.scalar_type() == torch::kFloat,
               "contract: x and y must be float32");
@@ -68,7 +70,15 @@ torch::Tensor contract(const torch::Tensor& x, const torch::Tensor& y) {
               "contract: x (H, K, A, B) and y (H, K, C, B) disagree");
   TORCH_CHECK(x.stride(3) == 1 && y.stride(3) == 1, "contract: the last dim must be contiguous");
   const int64_t H = x.size(0), K = x.size(1), A = x.size(2), B = x.size(3), C = y.size(2);
-  auto out = torch::empty({H, A, C, B}, x.options());
+  torch::Tensor out;
+  if (into.has_value()) {
+    TORCH_CHECK(into->is_contiguous() && into->scalar_type() == torch::kFloat &&
+                    into->sizes() == torch::IntArrayRef({H, A, C, B}),
+                "contract: out must be a contiguous float32 (H, A, C, B) tensor");
+    out = *into;
+  } else {
+    out = torch::empty({H, A, C, B}, x.options());
+  }
   const float* xp = x.data_ptr<float>();
   const float* yp = y.data_ptr<float>();
   float* op = out.data_ptr<float>();
@@ -355,7 +365,8 @@ std::vector<torch::Tensor> lookup_backward(const std::vector<torch::Tensor>& ind
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("contract", &contract, "out[h, a, c, :] = sum_k x[h, k, a, :] * y[h, k, c, :]");
+  m.def("contract", &contract, "out[h, a, c, :] = sum_k x[h, k, a, :] * y[h, k, c, :]",
+        pybind11::arg("x"), pybind11::arg("y"), pybind11::arg("out") = pybind11::none());
   m.def("lookup_forward", &lookup_forward, "every field's lookups: flat vectors, first order");
   m.def("lookup_backward", &lookup_backward, "the dense gradients of lookup_forward's tables");
 }

@@ -39,14 +39,15 @@ _SOURCE = Path(__file__).with_suffix(".cpp")
 _CFLAGS = ["-O3", "-mavx2", "-ffp-contract=off", "-fopenmp"]
 
 
-def contract(x: Tensor, y: Tensor) -> Tensor:
+def contract(x: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
     """`(H, A, C, B)` from `x (H, K, A, B)` and `y (H, K, C, B)`: the sum over `k`, in
-    order, of `x[:, k, a] * y[:, k, c]`."""
+    order, of `x[:, k, a] * y[:, k, c]`; written into `out` (contiguous) when given."""
     if _fits_contract(x) and _fits_contract(y):
         kernels = compiled_kernels()
         if kernels is not None:
-            return kernels.contract(x, y)
-    return (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
+            return kernels.contract(x, y, out)
+    sums = (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
+    return sums if out is None else out.copy_(sums)
 
 
 def _fits_contract(tensor: Tensor) -> bool:
