@@ -1,10 +1,10 @@
 """The fused CPU kernels give PyTorch's bits, and the layers built on them their gradients.
 
-`kernels.contract` and the embedding lookups (`lookup_forward`, `lookup_backward`) run
-compiled C++ where they can; these tests pin that they compute exactly what the PyTorch ops
-they replace compute (same float operations, same order), that the attention layer built on
-`contract` has the gradients of the plain formulation, and that models train to the same
-weights with the kernels and without them.
+The attention kernels (`attention_forward`, `attention_backward`) and the embedding lookups
+(`lookup_forward`, `lookup_backward`) run compiled C++ where they can; these tests pin that
+they compute exactly what the PyTorch ops they replace compute (same float operations, same
+order), that the attention layer has the gradients of the plain formulation, and that
+models train to the same weights with the kernels and without them.
 """
 
 from __future__ import annotations
@@ -60,27 +60,40 @@ def test_the_kernels_build_here():
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
 @pytest.mark.parametrize(
-    ("heads", "terms", "rows", "columns", "batch"),
-    [(2, 8, 7, 7, 1024), (1, 3, 11, 13, 128), (2, 7, 8, 7, 37), (3, 5, 2, 9, 64 + 5)],
+    ("heads", "head_dim", "fields", "batch"),
+    [(2, 8, 7, 1024), (1, 3, 11, 128), (3, 5, 2, 64), (2, 4, 13, 192)],
 )
-def test_the_kernel_adds_the_products_in_order(heads, terms, rows, columns, batch):
-    generator = torch.Generator().manual_seed(batch)
-    x = torch.randn(heads, terms, rows, batch, generator=generator)
-    y = torch.randn(heads, terms, columns, batch, generator=generator)
+def test_attention_kernels_give_the_pytorch_ops_bits(heads, head_dim, fields, batch):
+    """Weights, attended values and the three gradients, against `_FieldAttention`'s PyTorch
+    path (broadcast products, softmax, softmax backward), for several shapes."""
+    generator = torch.Generator().manual_seed(batch + fields)
+    qkv = torch.randn(3, heads, head_dim, fields, batch, generator=generator)
+    grad = torch.randn(heads, head_dim, fields, batch, generator=generator)
+    scale = 1 / head_dim**0.5
     compiled = kernels.compiled_kernels()
-    assert torch.equal(compiled.contract(x, y), in_order(x, y))
-    # strided inputs (a transposed view), as the layer's backward passes them
-    xt = torch.randn(heads, rows, terms, batch, generator=generator).transpose(1, 2)
-    assert torch.equal(compiled.contract(xt, y), in_order(xt, y))
+    attended, weights = compiled.attention_forward(qkv, scale)
+    query, key, value = qkv
+    expected_weights = (in_order(query, key) * scale).softmax(dim=2)
+    assert torch.equal(weights, expected_weights)
+    assert torch.equal(attended, in_order(value.transpose(1, 2), weights.transpose(1, 2)))
+    grads = compiled.attention_backward(qkv, weights, grad, scale)
+    grad_scores = (
+        torch._softmax_backward_data(in_order(grad, value), weights, 2, torch.float32) * scale
+    )
+    assert torch.equal(grads[0], in_order(key.transpose(1, 2), grad_scores.transpose(1, 2)))
+    assert torch.equal(grads[1], in_order(query.transpose(1, 2), grad_scores))
+    assert torch.equal(grads[2], in_order(grad.transpose(1, 2), weights))
 
 
-@pytest.mark.parametrize("batch", [1024, 128, 64, 37, 1])
-def test_contract_gives_the_broadcast_sums_bits(batch):
-    generator = torch.Generator().manual_seed(batch)
-    x = torch.randn(2, 8, 7, batch, generator=generator)
-    y = torch.randn(2, 8, 7, batch, generator=generator)
-    expected = (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
-    assert torch.equal(kernels.contract(x, y), expected)
+@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
+def test_attention_kernels_take_only_whole_chunks():
+    """A batch that is not a multiple of 64 runs the PyTorch ops (whose sums then add in
+    another order); the kernel itself refuses it."""
+    assert kernels.attention_kernels(torch.zeros(3, 2, 8, 7, 37)) is None
+    assert kernels.attention_kernels(torch.zeros(3, 2, 8, 7, 64, dtype=torch.float64)) is None
+    assert kernels.attention_kernels(torch.zeros(3, 2, 8, 7, 128)) is not None
+    with pytest.raises(RuntimeError, match="multiple of 64"):
+        kernels.compiled_kernels().attention_forward(torch.zeros(3, 2, 8, 7, 37), 1.0)
 
 
 @pytest.mark.parametrize("batch", [1024, 128, 37])
@@ -126,13 +139,6 @@ def test_training_ends_at_the_same_weights_without_the_kernel(monkeypatch):
     monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
     without = train_stack()
     assert all(torch.equal(a, b) for a, b in zip(with_kernel, without, strict=True))
-
-
-def test_other_dtypes_take_the_pytorch_path():
-    """The kernel takes float32 only; a float64 input must not reach it."""
-    x, y = torch.randn(2, 8, 7, 64, dtype=torch.float64), torch.randn(2, 8, 7, 64)
-    expected = (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
-    assert torch.equal(kernels.contract(x, y), expected)
 
 
 @pytest.mark.skipif(

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from deepfm.models.layers.kernels import contract
+from deepfm.models.layers.kernels import attention_kernels
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -20,9 +20,10 @@ class MultiHeadSelfAttention(nn.Module):
     heads are computed at once; scores are scaled by `1 / sqrt(head_dim)`. Each sample's
     attention is only `F x F`, far too small for a matrix multiply per sample, so the layer
     works with the batch as the innermost dimension, `(D, F, B)`, where every step is one
-    vectorised elementwise product or sum over all samples; on the CPU each product-and-sum is
-    one fused kernel (`kernels.contract`, same bits). The layer has no notion of field
-    order: permuting the input fields permutes the output rows the same way.
+    vectorised elementwise product or sum over all samples; on the CPU compiled kernels
+    (`kernels.attention_kernels`, same bits) run the attention 64 samples at a time. The
+    layer has no notion of field order: permuting the input fields permutes the output rows
+    the same way.
 
     Args:
         input_dim: width `D` of each input field vector.
@@ -77,33 +78,49 @@ class MultiHeadSelfAttention(nn.Module):
 class _FieldAttention(torch.autograd.Function):
     """`softmax_j(scale * q_i . k_j)`-weighted sum of `v_j`, per head and sample: input the
     stacked queries, keys and values `(3, heads, head_dim, F, B)`, output `(heads, head_dim,
-    F, B)`. Forward and backward are `contract` calls plus PyTorch's softmax and its
+    F, B)`. Forward and backward are `_contract` products plus PyTorch's softmax and its
     backward, each term computed as autograd computes it for the broadcast-product
-    formulation (same operations, same order, same bits), without materialising `(heads,
-    head_dim, F, F, B)` products; the three gradients are written into one tensor."""
+    formulation (same operations, same order, same bits); on the CPU the compiled
+    `attention_forward` and `attention_backward` compute the same terms 64 samples at a
+    time, without materialising `(heads, head_dim, F, F, B)` products."""
 
     @staticmethod
     def forward(ctx: Any, query_key_value: Tensor, scale: float) -> Tensor:
-        query, key, value = query_key_value
-        weights = (contract(query, key) * scale).softmax(dim=2)  # (heads, F, F_key, B)
+        ctx.kernels, ctx.scale = attention_kernels(query_key_value), scale
+        if ctx.kernels is not None:
+            attended, weights = ctx.kernels.attention_forward(query_key_value, scale)
+        else:
+            query, key, value = query_key_value
+            weights = (_contract(query, key) * scale).softmax(dim=2)  # (heads, F, F_key, B)
+            attended = _contract(value.transpose(1, 2), weights.transpose(1, 2))
         ctx.save_for_backward(query_key_value, weights)
-        ctx.scale = scale
-        return contract(value.transpose(1, 2), weights.transpose(1, 2))
+        return attended
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         query_key_value, weights = ctx.saved_tensors
+        if ctx.kernels is not None:
+            grads = ctx.kernels.attention_backward(
+                query_key_value, weights, grad.contiguous(), ctx.scale
+            )
+            return grads, None
         query, key, value = query_key_value
-        grads = torch.empty_like(query_key_value, memory_format=torch.contiguous_format)
-        grad_weights = contract(grad, value)  # (heads, F, F_key, B)
-        contract(grad.transpose(1, 2), weights, out=grads[2])
+        grad_weights = _contract(grad, value)  # (heads, F, F_key, B)
+        grad_value = _contract(grad.transpose(1, 2), weights)
         grad_scores = (
             torch._softmax_backward_data(grad_weights, weights, 2, weights.dtype) * ctx.scale
         )
-        contract(key.transpose(1, 2), grad_scores.transpose(1, 2), out=grads[0])
-        contract(query.transpose(1, 2), grad_scores, out=grads[1])
-        return grads, None
+        grad_query = _contract(key.transpose(1, 2), grad_scores.transpose(1, 2))
+        grad_key = _contract(query.transpose(1, 2), grad_scores)
+        grads = torch.stack([grad_query, grad_key, grad_value])
+        return grads.to(query_key_value.dtype), None
+
+
+def _contract(x: Tensor, y: Tensor) -> Tensor:
+    """`(H, A, C, B)` from `x (H, K, A, B)` and `y (H, K, C, B)`: the sum over `k` of
+    `x[:, k, a] * y[:, k, c]`, as a broadcast product and sum."""
+    return (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
 
 
 class SelfAttentionStack(nn.Sequential):

@@ -1,16 +1,8 @@
 // CPU kernels that compute what a few PyTorch ops compute, with the same float operations in
-// the same order (same bits), in one pass (see kernels.py): the attention products
-// (contract) and the embedding lookups with their gradients (lookup_forward,
-// lookup_backward). Built with -ffp-contract=off: no fused multiply-add.
-//
-// contract(x, y, out): out[h, a, c, :] = sum over k, in order, of x[h, k, a, :] * y[h, k, c, :]
-// (out: a given contiguous tensor, or a new one).
-//
-// The attention layer's products over fields with the batch innermost. Every output element
-// is 0 plus one product per k, added in order of k, each product and each sum rounded to
-// float32: what PyTorch's broadcast product followed by `sum(dim=1)` computes. Work is split
-// over (h, 64-sample chunk); a chunk's rows of x and y are copied into small buffers first,
-// as rows 4 KiB apart in the tensors map to the same cache sets.
+// the same order (same bits), in one pass (see kernels.py): the attention layer's forward and
+// backward (attention_forward, attention_backward) and the embedding lookups with their
+// gradients (lookup_forward, lookup_backward). Built with -ffp-contract=off: no fused
+// multiply-add.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -19,106 +11,147 @@
 #include <cstring>
 #include <vector>
 
+// attention_forward / attention_backward: `_FieldAttention` over 64-sample chunks.
+//
+// Tensors have the batch innermost: queries, keys and values (H, D, F, B) (stacked as
+// (3, H, D, F, B)), attention weights (H, F_query, F_key, B). Every product over fields or
+// head dims is 0 plus one product per term, added in order of the term, each product and sum
+// rounded to float32: what PyTorch's broadcast product followed by `sum(dim=1)` computes when
+// B is a multiple of 64 (kernels.py). The softmax and its backward are PyTorch's own, called
+// on each chunk of up to 256 samples (same bits as on the whole tensor: each column is
+// computed on its own). A chunk's rows are copied into small buffers, in cache for all of its
+// steps.
 namespace {
 
-typedef float Lanes __attribute__((vector_size(32)));  // 8 floats
+constexpr int64_t kChunk = 256;  // samples per chunk (at most; a multiple of 64)
 
-inline Lanes load(const float* p) {
-  Lanes v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+// out[a][c][:] = sum over k of x[k * xk + a * xa][:] * y[k * yk + c * yc][:], rows of width
+// floats (width a multiple of 64, at most kChunk).
+void chunk_products(const float* x, int64_t xk, int64_t xa, const float* y, int64_t yk,
+                    int64_t yc, int64_t terms, int64_t rows, int64_t columns, int64_t width,
+                    float* out) {
+  for (int64_t a = 0; a < rows; ++a)
+    for (int64_t c = 0; c < columns; ++c)
+      for (int64_t b0 = 0; b0 < width; b0 += 64) {
+        float sums[64] = {};
+        for (int64_t k = 0; k < terms; ++k) {
+          const float* xr = x + (k * xk + a * xa) * width + b0;
+          const float* yr = y + (k * yk + c * yc) * width + b0;
+          for (int64_t b = 0; b < 64; ++b) sums[b] += xr[b] * yr[b];
+        }
+        std::memcpy(out + (a * columns + c) * width + b0, sums, sizeof sums);
+      }
 }
 
-inline void store(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
-
-// 8 samples of up to 8 outputs c: out[c * oc] = sum over k of x[k * xk] * y[k * yk + c * yc].
-template <int Outputs>
-void lanes_block(const float* x, int64_t xk, const float* y, int64_t yk, int64_t yc,
-                 int64_t terms, float* out, int64_t oc) {
-  Lanes sums[Outputs];
-  for (int c = 0; c < Outputs; ++c) sums[c] = Lanes{};
-  for (int64_t k = 0; k < terms; ++k) {
-    const Lanes xv = load(x + k * xk);
-    for (int c = 0; c < Outputs; ++c) sums[c] += xv * load(y + k * yk + c * yc);
-  }
-  for (int c = 0; c < Outputs; ++c) store(out + c * oc, sums[c]);
+// Copies `rows` rows of `width` floats from a (rows, B) layout (row stride B) at sample b0.
+void gather_rows(const float* from, int64_t rows, int64_t batch, int64_t b0, int64_t width,
+                 float* to) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(to + r * width, from + r * batch + b0, width * sizeof(float));
 }
 
-void lanes_block_of(int64_t outputs, const float* x, int64_t xk, const float* y, int64_t yk,
-                    int64_t yc, int64_t terms, float* out, int64_t oc) {
-  switch (outputs) {
-    case 1: return lanes_block<1>(x, xk, y, yk, yc, terms, out, oc);
-    case 2: return lanes_block<2>(x, xk, y, yk, yc, terms, out, oc);
-    case 3: return lanes_block<3>(x, xk, y, yk, yc, terms, out, oc);
-    case 4: return lanes_block<4>(x, xk, y, yk, yc, terms, out, oc);
-    case 5: return lanes_block<5>(x, xk, y, yk, yc, terms, out, oc);
-    case 6: return lanes_block<6>(x, xk, y, yk, yc, terms, out, oc);
-    case 7: return lanes_block<7>(x, xk, y, yk, yc, terms, out, oc);
-    default: return lanes_block<8>(x, xk, y, yk, yc, terms, out, oc);
-  }
+void scatter_rows(const float* from, int64_t rows, int64_t batch, int64_t b0, int64_t width,
+                  float* to) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(to + r * batch + b0, from + r * width, width * sizeof(float));
+}
+
+void check_attention(const torch::Tensor& qkv) {
+  TORCH_CHECK(qkv.dim() == 5 && qkv.size(0) == 3 && qkv.is_contiguous() &&
+                  qkv.scalar_type() == torch::kFloat && qkv.device().is_cpu(),
+              "attention: a contiguous float32 CPU (3, H, D, F, B) tensor");
+  TORCH_CHECK(qkv.size(4) % 64 == 0, "attention: B must be a multiple of 64");
+}
+
+torch::Tensor chunk_tensor(float* data, int64_t fields, int64_t width) {
+  return torch::from_blob(data, {1, fields, fields, width}, torch::kFloat);
 }
 
 }  // namespace
 
-torch::Tensor contract(const torch::Tensor& x, const torch::Tensor& y,
-                       const std::optional<torch::Tensor>& into) {
-  TORCH_CHECK(x.dim() == 4 && y.dim() == 4, "contract: x and y must be 4-d");
-  TORCH_CHECK(x.scalar_type() == torch::kFloat && y.scalar_type() == torch::kFloat,
-              "contract: x and y must be float32");
-  TORCH_CHECK(x.device().is_cpu() && y.device().is_cpu(), "contract: CPU tensors only");
-  TORCH_CHECK(x.size(0) == y.size(0) && x.size(1) == y.size(1) && x.size(3) == y.size(3),
-              "contract: x (H, K, A, B) and y (H, K, C, B) disagree");
-  TORCH_CHECK(x.stride(3) == 1 && y.stride(3) == 1, "contract: the last dim must be contiguous");
-  const int64_t H = x.size(0), K = x.size(1), A = x.size(2), B = x.size(3), C = y.size(2);
-  torch::Tensor out;
-  if (into.has_value()) {
-    TORCH_CHECK(into->is_contiguous() && into->scalar_type() == torch::kFloat &&
-                    into->sizes() == torch::IntArrayRef({H, A, C, B}),
-                "contract: out must be a contiguous float32 (H, A, C, B) tensor");
-    out = *into;
-  } else {
-    out = torch::empty({H, A, C, B}, x.options());
-  }
-  const float* xp = x.data_ptr<float>();
-  const float* yp = y.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const int64_t xs0 = x.stride(0), xs1 = x.stride(1), xs2 = x.stride(2);
-  const int64_t ys0 = y.stride(0), ys1 = y.stride(1), ys2 = y.stride(2);
-  constexpr int64_t W = 64;  // samples per chunk, a multiple of the 8 lanes
-  const int64_t chunks = (B + W - 1) / W;
+// (attended (H, D, F, B), weights (H, F, F, B)): weights = softmax over keys of
+// (q_i . k_j) * scale, attended[:, d, i] = sum over j of v[d, j] * weights[i, j].
+std::vector<torch::Tensor> attention_forward(const torch::Tensor& qkv, double scale) {
+  check_attention(qkv);
+  const int64_t H = qkv.size(1), D = qkv.size(2), F = qkv.size(3), B = qkv.size(4);
+  auto attended = torch::empty({H, D, F, B}, qkv.options());
+  auto weights = torch::empty({H, F, F, B}, qkv.options());
+  const float* in = qkv.data_ptr<float>();
+  float* out = attended.data_ptr<float>();
+  float* weights_out = weights.data_ptr<float>();
+  const int64_t part = H * D * F * B, chunks = (B + kChunk - 1) / kChunk;
+  const float factor = static_cast<float>(scale);
   at::parallel_for(0, H * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> xs(K * A * W), ys(K * C * W), outs(A * C * W);
+    std::vector<float> q(D * F * kChunk), k(D * F * kChunk), v(D * F * kChunk);
+    std::vector<float> scores(F * F * kChunk), values(D * F * kChunk);
     for (int64_t n = begin; n < end; ++n) {
-      const int64_t h = n / chunks, b0 = (n % chunks) * W;
-      const float* xh = xp + h * xs0;
-      const float* yh = yp + h * ys0;
-      if (B - b0 < W) {  // the last, partial chunk: one sample at a time, same order
-        for (int64_t a = 0; a < A; ++a)
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t b = b0; b < B; ++b) {
-              float sum = 0.0f;
-              for (int64_t k = 0; k < K; ++k)
-                sum += xh[k * xs1 + a * xs2 + b] * yh[k * ys1 + c * ys2 + b];
-              op[((h * A + a) * C + c) * B + b] = sum;
-            }
-        continue;
-      }
-      for (int64_t k = 0; k < K; ++k) {
-        for (int64_t a = 0; a < A; ++a)
-          std::memcpy(&xs[(k * A + a) * W], xh + k * xs1 + a * xs2 + b0, W * sizeof(float));
-        for (int64_t c = 0; c < C; ++c)
-          std::memcpy(&ys[(k * C + c) * W], yh + k * ys1 + c * ys2 + b0, W * sizeof(float));
-      }
-      for (int64_t a = 0; a < A; ++a)
-        for (int64_t c0 = 0; c0 < C; c0 += 8)
-          for (int64_t b = 0; b < W; b += 8)
-            lanes_block_of(std::min<int64_t>(8, C - c0), &xs[a * W + b], A * W,
-                           &ys[c0 * W + b], C * W, W, K, &outs[(a * C + c0) * W + b], W);
-      for (int64_t row = 0; row < A * C; ++row)
-        std::memcpy(op + (h * A * C + row) * B + b0, &outs[row * W], W * sizeof(float));
+      const int64_t h = n / chunks, b0 = (n % chunks) * kChunk, head = h * D * F * B;
+      const int64_t width = std::min(kChunk, B - b0);
+      gather_rows(in + head, D * F, B, b0, width, q.data());
+      gather_rows(in + part + head, D * F, B, b0, width, k.data());
+      gather_rows(in + 2 * part + head, D * F, B, b0, width, v.data());
+      // scores[i][j] = sum over d of q[d][i] * k[d][j]
+      chunk_products(q.data(), F, 1, k.data(), F, 1, D, F, F, width, scores.data());
+      for (int64_t i = 0; i < F * F * width; ++i) scores[i] *= factor;
+      torch::Tensor chunk_weights = at::_softmax(chunk_tensor(scores.data(), F, width), 2, false);
+      const float* w = chunk_weights.data_ptr<float>();
+      // values[d][i] = sum over j of v[d][j] * w[i][j]
+      chunk_products(v.data(), 1, F, w, 1, F, F, D, F, width, values.data());
+      scatter_rows(w, F * F, B, b0, width, weights_out + h * F * F * B);
+      scatter_rows(values.data(), D * F, B, b0, width, out + head);
     }
   });
-  return out;
+  return {attended, weights};
+}
+
+// The gradients of attention_forward's input (3, H, D, F, B), given the gradient of attended
+// and the weights it returned: what `_FieldAttention.backward` computes with PyTorch ops.
+torch::Tensor attention_backward(const torch::Tensor& qkv, const torch::Tensor& weights,
+                                 const torch::Tensor& grad, double scale) {
+  check_attention(qkv);
+  const int64_t H = qkv.size(1), D = qkv.size(2), F = qkv.size(3), B = qkv.size(4);
+  TORCH_CHECK(weights.is_contiguous() && weights.sizes() == torch::IntArrayRef({H, F, F, B}),
+              "attention_backward: contiguous (H, F, F, B) weights");
+  TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == torch::kFloat &&
+                  grad.sizes() == torch::IntArrayRef({H, D, F, B}),
+              "attention_backward: a contiguous float32 (H, D, F, B) gradient");
+  auto grads = torch::empty_like(qkv);
+  const float* in = qkv.data_ptr<float>();
+  const float* weights_in = weights.data_ptr<float>();
+  const float* grad_in = grad.data_ptr<float>();
+  float* out = grads.data_ptr<float>();
+  const int64_t part = H * D * F * B, chunks = (B + kChunk - 1) / kChunk;
+  const float factor = static_cast<float>(scale);
+  at::parallel_for(0, H * chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> q(D * F * kChunk), k(D * F * kChunk), v(D * F * kChunk);
+    std::vector<float> g(D * F * kChunk), w(F * F * kChunk), grad_w(F * F * kChunk);
+    std::vector<float> result(D * F * kChunk);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t h = n / chunks, b0 = (n % chunks) * kChunk, head = h * D * F * B;
+      const int64_t width = std::min(kChunk, B - b0);
+      gather_rows(in + head, D * F, B, b0, width, q.data());
+      gather_rows(in + part + head, D * F, B, b0, width, k.data());
+      gather_rows(in + 2 * part + head, D * F, B, b0, width, v.data());
+      gather_rows(grad_in + head, D * F, B, b0, width, g.data());
+      gather_rows(weights_in + h * F * F * B, F * F, B, b0, width, w.data());
+      // grad_w[i][j] = sum over d of g[d][i] * v[d][j]
+      chunk_products(g.data(), F, 1, v.data(), F, 1, D, F, F, width, grad_w.data());
+      // grad_v[d][j] = sum over i of g[d][i] * w[i][j]
+      chunk_products(g.data(), 1, F, w.data(), F, 1, F, D, F, width, result.data());
+      scatter_rows(result.data(), D * F, B, b0, width, out + 2 * part + head);
+      torch::Tensor scores_grad = at::_softmax_backward_data(
+          chunk_tensor(grad_w.data(), F, width), chunk_tensor(w.data(), F, width), 2, torch::kFloat);
+      float* gs = scores_grad.data_ptr<float>();
+      for (int64_t i = 0; i < F * F * width; ++i) gs[i] *= factor;
+      // grad_q[d][i] = sum over j of k[d][j] * gs[i][j]
+      chunk_products(k.data(), 1, F, gs, 1, F, F, D, F, width, result.data());
+      scatter_rows(result.data(), D * F, B, b0, width, out + head);
+      // grad_k[d][j] = sum over i of q[d][i] * gs[i][j]
+      chunk_products(q.data(), 1, F, gs, F, 1, F, D, F, width, result.data());
+      scatter_rows(result.data(), D * F, B, b0, width, out + part + head);
+    }
+  });
+  return grads;
 }
 
 // lookup_forward / lookup_backward: every field's lookups of one batch in one pass.
@@ -365,8 +398,8 @@ std::vector<torch::Tensor> lookup_backward(const std::vector<torch::Tensor>& ind
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("contract", &contract, "out[h, a, c, :] = sum_k x[h, k, a, :] * y[h, k, c, :]",
-        pybind11::arg("x"), pybind11::arg("y"), pybind11::arg("out") = pybind11::none());
+  m.def("attention_forward", &attention_forward, "field attention: attended, weights");
+  m.def("attention_backward", &attention_backward, "field attention: q, k, v gradients");
   m.def("lookup_forward", &lookup_forward, "every field's lookups: flat vectors, first order");
   m.def("lookup_backward", &lookup_backward, "the dense gradients of lookup_forward's tables");
 }

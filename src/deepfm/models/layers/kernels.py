@@ -1,9 +1,10 @@
 """Fused CPU kernels for the training step's small operations, with the same bits as PyTorch.
 
-- `contract(x, y)`: `out[h, a, c, :] = sum over k of x[h, k, a, :] * y[h, k, c, :]`, the
-  attention layer's products over fields with the batch innermost. PyTorch computes it as a
-  broadcast product of shape `(H, K, A, C, B)` summed over `k`: two passes over megabytes
-  for a few thousand FLOPs per sample.
+- `attention_forward` / `attention_backward` (through `attention_kernels`): the attention
+  layer's products over fields with the batch innermost, its softmax and their gradients,
+  64 samples at a time, in cache. PyTorch computes each product as a broadcast of shape
+  `(H, K, A, C, B)` summed over `k`: two passes over megabytes for a few thousand FLOPs per
+  sample, and one more pass for each softmax and scaling step.
 - `lookup_forward` / `lookup_backward` (through `lookup_kernels`): every embedding lookup
   of a batch in one call (sparse fields' rows, sequence fields' weighted sums in `slot_sum`'s
   order, the first-order sum, written straight into the concatenated `(B, total_dim)`
@@ -39,27 +40,20 @@ _SOURCE = Path(__file__).with_suffix(".cpp")
 _CFLAGS = ["-O3", "-mavx2", "-ffp-contract=off", "-fopenmp"]
 
 
-def contract(x: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-    """`(H, A, C, B)` from `x (H, K, A, B)` and `y (H, K, C, B)`: the sum over `k`, in
-    order, of `x[:, k, a] * y[:, k, c]`; written into `out` (contiguous) when given."""
-    if _fits_contract(x) and _fits_contract(y):
-        kernels = compiled_kernels()
-        if kernels is not None:
-            return kernels.contract(x, y, out)
-    sums = (x.unsqueeze(3) * y.unsqueeze(2)).sum(dim=1)
-    return sums if out is None else out.copy_(sums)
-
-
-def _fits_contract(tensor: Tensor) -> bool:
-    """A CPU float32 tensor, contiguous along a batch that is a multiple of 64: PyTorch's
-    sums over a leading dim add in order only when the batch fills their vector loops (other
-    batches take a scalar tail loop that adds in another order)."""
-    return (
-        tensor.device.type == "cpu"
-        and tensor.dtype == torch.float32
-        and tensor.stride(3) == 1
-        and tensor.shape[3] % 64 == 0
-    )
+def attention_kernels(query_key_value: Tensor) -> ModuleType | None:
+    """The compiled kernels for `_FieldAttention` on `query_key_value (3, H, D, F, B)`, or
+    None (the caller runs its PyTorch ops): a contiguous CPU float32 tensor whose batch is a
+    multiple of 64. PyTorch's sums over a leading dim add in order only when the batch fills
+    their vector loops (other batches take a scalar tail loop that adds in another order);
+    the kernels add in order."""
+    if (
+        query_key_value.device.type == "cpu"
+        and query_key_value.dtype == torch.float32
+        and query_key_value.is_contiguous()
+        and query_key_value.shape[-1] % 64 == 0
+    ):
+        return compiled_kernels()
+    return None
 
 
 def slot_sum(products: Tensor) -> Tensor:
