@@ -17,7 +17,7 @@ ops it replaces (a float32 product, then a float32 sum, in the ops' order; no fu
 multiply-add), so a model trains to the same weights with or without it
 (`tests/test_kernels.py`). It is compiled by `torch.utils.cpp_extension` the first time a
 process needs it (a C++ compiler, `ninja` from requirements.txt and an x86-64 CPU with
-AVX2; about 30 s once, then loaded from PyTorch's extension cache). Where any of that is
+AVX2; about 50 s once, then loaded from PyTorch's extension cache). Where any of that is
 missing, on other devices and for other dtypes, each function is its PyTorch expression.
 """
 
@@ -97,7 +97,7 @@ def compiled_kernels() -> ModuleType | None:
         return None
     from torch.utils.cpp_extension import load
 
-    logger.info("CPU kernels: loading (compiled on first use on this machine, ~30 s)")
+    logger.info("CPU kernels: loading (compiled on first use on this machine, ~50 s)")
     try:
         return load(
             name=f"deepfm_kernels_{_source_digest()}",
