@@ -145,7 +145,9 @@ def test_training_ends_at_the_same_weights_without_the_kernel(monkeypatch):
     torch.backends.cpu.get_cpu_capability() != "AVX2", reason="PyTorch's AVX2 sum kernels"
 )
 @pytest.mark.parametrize("batch", [1024, 37, 1])
-@pytest.mark.parametrize(("slots", "dim"), [(6, 8), (6, 16), (6, 1), (10, 8), (3, 16), (7, 1)])
+@pytest.mark.parametrize(
+    ("slots", "dim"), [(6, 8), (6, 16), (6, 1), (10, 8), (10, 16), (3, 16), (7, 1)]
+)
 def test_slot_sum_adds_as_pytorchs_sum_did(batch, slots, dim):
     """For the shapes the pipeline pools (genres: 6 slots, 8 wide, and the first order), the
     written-out order is the one PyTorch's `sum(dim=1)` used: the sequence vectors, so every

@@ -21,7 +21,7 @@ class MultiHeadSelfAttention(nn.Module):
     attention is only `F x F`, far too small for a matrix multiply per sample, so the layer
     works with the batch as the innermost dimension, `(D, F, B)`, where every step is one
     vectorised elementwise product or sum over all samples; on the CPU compiled kernels
-    (`kernels.attention_kernels`, same bits) run the attention 64 samples at a time. The
+    (`kernels.attention_kernels`, same bits) run the attention 256 samples at a time. The
     layer has no notion of field order: permuting the input fields permutes the output rows
     the same way.
 
@@ -81,8 +81,8 @@ class _FieldAttention(torch.autograd.Function):
     F, B)`. Forward and backward are `_contract` products plus PyTorch's softmax and its
     backward, each term computed as autograd computes it for the broadcast-product
     formulation (same operations, same order, same bits); on the CPU the compiled
-    `attention_forward` and `attention_backward` compute the same terms 64 samples at a
-    time, without materialising `(heads, head_dim, F, F, B)` products."""
+    `attention_forward` and `attention_backward` compute the same terms up to 256 samples
+    at a time, without materialising `(heads, head_dim, F, F, B)` products."""
 
     @staticmethod
     def forward(ctx: Any, query_key_value: Tensor, scale: float) -> Tensor:

@@ -2,7 +2,7 @@
 
 - `attention_forward` / `attention_backward` (through `attention_kernels`): the attention
   layer's products over fields with the batch innermost, its softmax and their gradients,
-  64 samples at a time, in cache. PyTorch computes each product as a broadcast of shape
+  up to 256 samples at a time, in cache. PyTorch computes each product as a broadcast of shape
   `(H, K, A, C, B)` summed over `k`: two passes over megabytes for a few thousand FLOPs per
   sample, and one more pass for each softmax and scaling step.
 - `lookup_forward` / `lookup_backward` (through `lookup_kernels`): every embedding lookup
@@ -58,7 +58,8 @@ def attention_kernels(query_key_value: Tensor) -> ModuleType | None:
 
 def slot_sum(products: Tensor) -> Tensor:
     """`(B, d)`: the sum over `L` of `products (B, L, d)`, in the order PyTorch's CPU `sum`
-    over a short middle dim adds (for `L < 64` with the AVX2 kernels, `d` 1, 8 or 16): four
+    over a short middle dim adds (AVX2 kernels; `tests/test_kernels.py` pins it for up to
+    10 slots of 8- or 16-wide rows and up to 7 slots of 1-wide ones, the pipeline's): four
     partial sums from 0 (entry `l` of the first `L - L % 4` to partial `l % 4`), the last
     `L % 4` entries added to partial 0, then partials 1, 2, 3. Written out, so that the
     pooled sequence vectors have these bits on every machine, with or without the kernels
