@@ -1,7 +1,8 @@
 """The fused CPU kernels give PyTorch's bits, and the layers built on them their gradients.
 
 The attention kernels (`attention_forward`, `attention_backward`) and the embedding lookups
-(`lookup_forward`, `lookup_backward`) run compiled C++ where they can; these tests pin that
+(`lookup_forward`, `lookup_backward`, `row_wise_backward`) and the row-wise Adam step
+(`row_wise_adam`) run compiled C++ where they can; these tests pin that
 they compute exactly what the PyTorch ops they replace compute (same float operations, same
 order), that the attention layer has the gradients of the plain formulation, and that
 models train to the same weights with the kernels and without them.
@@ -22,6 +23,7 @@ from deepfm.models.layers import kernels
 from deepfm.models.layers.attention import MultiHeadSelfAttention, SelfAttentionStack
 from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.registry import build_model
+from deepfm.training.optimizers import RowWiseAdam
 
 HAS_KERNEL_TOOLS = shutil.which("c++") is not None and torch.backends.cpu.get_cpu_capability() in (
     "AVX2",
@@ -191,36 +193,82 @@ def lookup_batch(batch: int, dtype: torch.dtype) -> dict[str, Tensor]:
 def lookup_views_and_gradients(
     embedding: FeatureEmbedding, batch: dict[str, Tensor]
 ) -> list[Tensor]:
-    """The three views and every parameter's gradient (sparse ones made dense)."""
+    """The three views and every parameter's gradient (a sparse one as its indices and its
+    values)."""
     embedding.zero_grad(set_to_none=True)
     views = embedding(batch)
     generator = torch.Generator().manual_seed(7)
     loss = sum((view * torch.randn(view.shape, generator=generator)).sum() for view in views)
     loss.backward()
-    grads = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in embedding.parameters()]
+    grads = []
+    for param in embedding.parameters():
+        grad = param.grad
+        grads += [grad._indices(), grad._values()] if grad.is_sparse else [grad]
     return [view.detach() for view in views] + grads
+
+
+def same_bits(got: Tensor, expected: Tensor) -> bool:
+    """Equal dtype, shape and bits (0.0 and -0.0 differ)."""
+    if got.dtype != expected.dtype or got.shape != expected.shape:
+        return False
+    if got.dtype.is_floating_point:
+        return torch.equal(got.view(torch.int32), expected.view(torch.int32))
+    return torch.equal(got, expected)
 
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
 @pytest.mark.parametrize("batch", [1024, 37, 1])
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
-@pytest.mark.parametrize("row_wise", [(), ("user_id", "tags")])
+# Positions in `named_tables()` (7 second-order tables, then 7 first-order ones).
+@pytest.mark.parametrize("row_wise", [(), (0, 1, 4, 7, 8, 11), (0, 3, 4, 6, 13)])
 def test_lookup_kernels_give_the_pytorch_paths_bits(batch, dtype, row_wise, monkeypatch):
-    """Views and gradients with `lookup_forward`/`lookup_backward` and with the PyTorch ops:
-    sparse fields 16, 4 and 8 wide, sequence fields of 6, 10, 3 and 1 slots, OOV rows,
-    padding, all-padding rows, and tables with sparse gradients next to dense ones."""
+    """Views and gradients with the compiled lookups (`lookup_forward`, `lookup_backward`,
+    `row_wise_backward`) and with the PyTorch ops: sparse fields 16, 4 and 8 wide, sequence
+    fields of 6, 10, 3 and 1 slots, OOV rows, padding, all-padding rows, and tables with
+    sparse gradients (both of a field's tables, or one of them) next to dense ones."""
     torch.manual_seed(0)
     embedding = FeatureEmbedding(LOOKUP_SCHEMA, fm_embed_dim=16)
-    embedding.use_sparse_gradients(
-        [table.weight for name, table in embedding.named_tables() if name in row_wise]
-    )
+    tables = embedding.named_tables()
+    embedding.use_sparse_gradients([tables[position][1].weight for position in row_wise])
     values = lookup_batch(batch, dtype)
     with_kernels = lookup_views_and_gradients(embedding, values)
     monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
     without = lookup_views_and_gradients(embedding, values)
-    assert len(with_kernels) == 3 + len(list(embedding.parameters()))
+    assert len(with_kernels) == 3 + len(list(embedding.parameters())) + len(row_wise)
     for got, expected in zip(with_kernels, without, strict=True):
-        assert torch.equal(got, expected)
+        assert same_bits(got, expected)
+
+
+@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_row_wise_adam_kernel_gives_the_pytorch_paths_bits(weight_decay, monkeypatch):
+    """`row_wise_adam` steps the weights, moments and step counts to the bits of
+    `RowWiseAdam`'s PyTorch ops: tables 16 and 1 wide, a gradient without one of them,
+    coalesced gradients and an unsorted one with duplicates."""
+    torch.manual_seed(0)
+    shapes = [(500, 16), (300, 1)]
+    runs = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
+        tables = [torch.nn.Parameter(torch.ones(shape)) for shape in shapes]
+        optimizer = RowWiseAdam(tables, lr=0.01, weight_decay=weight_decay)
+        generator = torch.Generator().manual_seed(1)
+        for step in range(6):
+            for table, (rows, dim) in zip(tables, shapes, strict=True):
+                index = torch.randint(0, rows, (64,), generator=generator)
+                values = torch.randn(64, dim, generator=generator)
+                grad = torch.sparse_coo_tensor(index[None], values, (rows, dim))
+                if step != 3:  # step 3: duplicates, unsorted
+                    grad = grad.coalesce()
+                table.grad = None if step == 4 and dim == 1 else grad
+            optimizer.step()
+        state = [optimizer.state[table] for table in tables]
+        runs.append(
+            [*tables, *(s[key] for s in state for key in ("step", "exp_avg", "exp_avg_sq"))]
+        )
+    for got, expected in zip(*runs, strict=True):
+        assert same_bits(got.detach(), expected.detach())
 
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")

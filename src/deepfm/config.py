@@ -233,7 +233,7 @@ class TrainConfig:
             batch looks up).
         embedding_optimizer: how embedding tables are updated: `adam` (dense Adam, every
             row every step), `lazy_adam` (row-wise: only the rows a batch looked up) or `auto`
-            (row-wise for tables of at least 800,000 values, e.g. 50,000 rows of 16); see
+            (row-wise for tables of at least 100,000 values, e.g. 6,250 rows of 16); see
             `training/optimizers.py`.
         patience: epochs without a better validation AUC before stopping early.
         seeds: one training run per seed (and model).

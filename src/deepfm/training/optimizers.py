@@ -17,14 +17,16 @@ update reads):
 `train.embedding_optimizer: auto` (the default) updates tables of at least
 `ROW_WISE_MIN_VALUES` values (rows x width) row-wise and smaller ones densely: on small
 tables dense Adam is as cheap and keeps the exact `torch.optim.Adam` semantics; on large
-ones it would dominate the step. The bound counts values, not rows, because a dense step
-costs per value and a row-wise one per table and looked-up row: a one-wide first-order
-table of 160,000 rows is cheaper dense (docs/benchmarks.md measures both).
+ones it would dominate the step. The bound counts values, because a dense step costs per
+value; with the compiled row-wise step (`row_wise_backward` and `row_wise_adam` in
+kernels.cpp) row-wise Adam costs about as much as dense Adam at 80,000 values (5,000 rows of
+16) and less from 320,000 (docs/benchmarks.md measures both), so a one-wide first-order
+table of 100,000 rows or more is updated row-wise too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -32,10 +34,11 @@ from torch import Tensor, nn
 
 from deepfm.config import TrainConfig
 from deepfm.models.layers.embedding import FeatureEmbedding
+from deepfm.models.layers.kernels import lookup_kernels
 
-# Tables of at least this many values (rows x width; 50,000 rows of 16) are updated
-# row-wise under `embedding_optimizer: auto`.
-ROW_WISE_MIN_VALUES = 800_000
+# Tables of at least this many values (rows x width: 6,250 rows of 16, or 100,000 rows of a
+# first-order table) are updated row-wise under `embedding_optimizer: auto`.
+ROW_WISE_MIN_VALUES = 100_000
 
 
 class FusedAdam(torch.optim.Adam):
@@ -129,25 +132,39 @@ class RowWiseAdam(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            # Per table: the looked-up rows' index and gradient, and the rows of its weights
-            # and moments, gathered (the kernel needs contiguous tensors).
-            indices, grads, steps = [], [], []
-            weights, exp_avgs, exp_avg_sqs = [], [], []
-            for param in params:
-                index, values = _sparse_rows(param)
-                state = _adam_state(self, param)
-                indices.append(index)
-                grads.append(values)
-                steps.append(state["step"])
-                weights.append(param.index_select(0, index))
-                exp_avgs.append(state["exp_avg"].index_select(0, index))
-                exp_avg_sqs.append(state["exp_avg_sq"].index_select(0, index))
-            _fused_adam_step(group, weights, grads, exp_avgs, exp_avg_sqs, steps)
-            for table, param in enumerate(params):
-                state, index = self.state[param], indices[table]
-                param.index_copy_(0, index, weights[table])
-                state["exp_avg"].index_copy_(0, index, exp_avgs[table])
-                state["exp_avg_sq"].index_copy_(0, index, exp_avg_sqs[table])
+            kernels = lookup_kernels(params)
+            ascending = kernels.strictly_ascending if kernels is not None else _ascending
+            rows = [_sparse_rows(param, ascending) for param in params]
+            indices, grads = zip(*rows, strict=True)
+            states = [_adam_state(self, param) for param in params]
+            steps = [state["step"] for state in states]
+            exp_avgs = [state["exp_avg"] for state in states]
+            exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+            if kernels is not None:  # the same gather, step and write-back in one call
+                _increment(steps)
+                kernels.row_wise_adam(
+                    params,
+                    indices,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    steps,
+                    group["lr"],
+                    *group["betas"],
+                    group["weight_decay"],
+                    group["eps"],
+                )
+                continue
+            # The looked-up rows of each table's weights and moments, gathered (the fused
+            # kernel needs contiguous tensors), stepped, written back.
+            tensors = [params, exp_avgs, exp_avg_sqs]
+            gathered = [
+                [t.index_select(0, i) for t, i in zip(ts, indices, strict=True)] for ts in tensors
+            ]
+            _fused_adam_step(group, gathered[0], list(grads), *gathered[1:], steps)
+            for targets, rows in zip(tensors, gathered, strict=True):
+                for target, index, row in zip(targets, indices, rows, strict=True):
+                    target.index_copy_(0, index, row)
 
 
 def _adam_state(optimizer: torch.optim.Optimizer, param: Tensor) -> dict[str, Tensor]:
@@ -169,11 +186,8 @@ def _fused_adam_step(
     exp_avg_sqs: list[Tensor],
     steps: list[Tensor],
 ) -> None:
-    """One `torch.optim.Adam(fused=True)` step of `params` in place, with `group`'s options.
-
-    The step counts are incremented with a list of one-tensors: `_foreach_add_` with a
-    number takes a per-tensor path that costs about 4x as much on the CPU."""
-    torch._foreach_add_(steps, [steps[0].new_ones(())] * len(steps))
+    """One `torch.optim.Adam(fused=True)` step of `params` in place, with `group`'s options."""
+    _increment(steps)
     beta1, beta2 = group["betas"]
     torch._fused_adam_(
         params,
@@ -194,7 +208,13 @@ def _fused_adam_step(
     )
 
 
-def _sparse_rows(param: Tensor) -> tuple[Tensor, Tensor]:
+def _increment(steps: list[Tensor]) -> None:
+    """Add 1 to each step count, with a list of one-tensors: `_foreach_add_` with a number
+    takes a per-tensor path that costs about 4x as much on the CPU."""
+    torch._foreach_add_(steps, [steps[0].new_ones(())] * len(steps))
+
+
+def _sparse_rows(param: Tensor, ascending: Callable[[Tensor], bool]) -> tuple[Tensor, Tensor]:
     """A sparse gradient's distinct indices and their summed rows."""
     grad = param.grad
     if grad is None or not grad.is_sparse:
@@ -202,10 +222,15 @@ def _sparse_rows(param: Tensor) -> tuple[Tensor, Tensor]:
     index = grad._indices()[0]
     # Coalesced gradients lose their flag on their way to `.grad`; sorted, distinct indices
     # (what `FeatureEmbedding` hands over) need no coalescing.
-    if grad.is_coalesced() or bool((index[1:] > index[:-1]).all()):
+    if grad.is_coalesced() or ascending(index):
         return index, grad._values()
     grad = grad.coalesce()
     return grad._indices()[0], grad._values()
+
+
+def _ascending(index: Tensor) -> bool:
+    """Whether `index` is strictly ascending (the compiled kernels' `strictly_ascending`)."""
+    return bool((index[1:] > index[:-1]).all())
 
 
 class CTROptimizer:

@@ -227,9 +227,9 @@ class _TableLookup(torch.autograd.Function):
     gradients added), then each table's gradient straight from its rows' gradients, with
     no per-lookup graph nodes: summed into a dense `(V, dim)` tensor, or a coalesced sparse
     COO tensor, one row per distinct index (found once per field for both its tables). Sums
-    add in entry order. On the CPU the compiled `lookup_forward` and `lookup_backward` do
-    the lookups and the dense gradients (same bits as the PyTorch ops here); deterministic
-    on the CPU."""
+    add in entry order. On the CPU the compiled `lookup_forward`, `lookup_backward` and
+    `row_wise_backward` do the lookups and the dense and sparse gradients (same bits as the
+    PyTorch ops here); deterministic on the CPU."""
 
     @staticmethod
     def forward(ctx: Any, indices: list[Tensor], plan: _LookupPlan, *weights: Tensor) -> Any:
@@ -311,6 +311,25 @@ class _TableLookup(torch.autograd.Function):
                 first_order_grad if first_order_grad is not None else flat.new_empty(0, 1),
                 num_rows + [-1] * (2 * fields - len(num_rows)),
             )[: len(num_rows)]
+        sparse = [want and chosen for want, chosen in zip(wanted, plan.sparse, strict=True)]
+        if ctx.kernels is not None and any(sparse):
+            # Field f's distinct rows at f, table t's gradient at them at F + t.
+            rows_and_sums = ctx.kernels.row_wise_backward(
+                [index.contiguous() for index in ctx.indices],
+                [grad if grad is not None else flat.new_empty(0, 1) for grad in raw_grads],
+                first_order_grad if first_order_grad is not None else flat.new_empty(0, 1),
+                [shape[0] for shape in ctx.shapes[:fields]],
+                sparse + [False] * (2 * fields - len(sparse)),
+            )
+            for position, chosen in enumerate(sparse):
+                if chosen:
+                    table_grads[position] = torch.sparse_coo_tensor(
+                        rows_and_sums[position % fields].unsqueeze(0),
+                        rows_and_sums[fields + position],
+                        ctx.shapes[position],
+                        is_coalesced=True,
+                        check_invariants=False,
+                    )
         entries: dict[int, _Entries] = {}  # per field (shared by its two tables)
         distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per field: its distinct indices
         for position, (grad, shape) in enumerate(zip(upstream, ctx.shapes, strict=True)):

@@ -1,8 +1,9 @@
 // CPU kernels that compute what a few PyTorch ops compute, with the same float operations in
 // the same order (same bits), in one pass (see kernels.py): the attention layer's forward and
-// backward (attention_forward, attention_backward) and the embedding lookups with their
-// gradients (lookup_forward, lookup_backward). Built with -ffp-contract=off: no fused
-// multiply-add.
+// backward (attention_forward, attention_backward), the embedding lookups with their
+// gradients (lookup_forward, lookup_backward, row_wise_backward) and the row-wise Adam step
+// (row_wise_adam, around PyTorch's own fused Adam kernel). Built with -ffp-contract=off: no
+// fused multiply-add.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -195,6 +196,9 @@ struct Matrix {
   }
 };
 
+// Rows ahead to prefetch where rows of a large table are read at random (cache misses).
+constexpr int64_t kAhead = 32;
+
 [[noreturn]] void out_of_range(int64_t row, int64_t rows) {
   TORCH_CHECK(false, "index ", row, " out of range for ", rows, " rows");
 }
@@ -253,6 +257,7 @@ void forward_field(const FieldIndex& field, const Matrix& table, const Matrix* f
         sums[b] += weight;
       }
     } else {
+      if (b + kAhead < end) __builtin_prefetch(table.data + index[b + kAhead] * table.stride);
       const int64_t row = checked(entries[0], table.rows);
       const float* source = table.data + row * table.stride;
       for (int64_t j = 0; j < dim; ++j) out[j] = source[j];
@@ -291,6 +296,84 @@ void backward_table(const FieldIndex& field, const Matrix& up, Matrix& grad) {
     }
   }
   std::fill(grad.data, grad.data + dim, 0.0f);
+}
+
+// The distinct rows of a table a field looked up, as a bitmap over the table's rows: sorted by
+// scanning its words (O(V / 64 + entries), no sort); a row's slot among them is its rank.
+class RowSet {
+ public:
+  explicit RowSet(int64_t rows) : words_((rows + 63) / 64, 0), before_(words_.size() + 1, 0) {}
+
+  void add(int64_t row) { words_[row >> 6] |= uint64_t{1} << (row & 63); }
+
+  // Call once every row is added: the rows, ascending.
+  std::vector<int64_t> sorted() {
+    std::vector<int64_t> rows;
+    for (size_t w = 0; w < words_.size(); ++w) {
+      before_[w + 1] = before_[w] + __builtin_popcountll(words_[w]);
+      for (uint64_t bits = words_[w]; bits != 0; bits &= bits - 1)
+        rows.push_back(static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits));
+    }
+    return rows;
+  }
+
+  int64_t slot(int64_t row) const {
+    const uint64_t below = words_[row >> 6] & ((uint64_t{1} << (row & 63)) - 1);
+    return before_[row >> 6] + __builtin_popcountll(below);
+  }
+
+ private:
+  std::vector<uint64_t> words_;
+  std::vector<int64_t> before_;
+};
+
+// One field's looked-up rows (int64, ascending, distinct) and, for each of `ups` (its tables'
+// upstream (B, dim) gradients; null: not wanted), the gradient at those rows: each entry's
+// upstream row (times its weight for a sequence field's non-padding entries) added to its
+// row's sum from 0 in entry order, then row 0's sum times 0 (a sparse field's OOV row; a
+// sequence field's padding is not an entry). What `_TableLookup.backward` computes with
+// `torch.unique` and `index_add_`.
+template <typename Index>
+void row_wise_field(const FieldIndex& field, int64_t batch, int64_t table_rows,
+                    const std::vector<const Matrix*>& ups, torch::Tensor& distinct,
+                    std::vector<torch::Tensor>& sums) {
+  const Index* index = static_cast<const Index*>(field.data);
+  const int64_t slots = field.slots;
+  RowSet set(table_rows);
+  for (int64_t e = 0; e < batch * slots; ++e) {
+    const int64_t row = checked(index[e], table_rows);
+    if (row != 0 || !field.sequence) set.add(row);
+  }
+  const std::vector<int64_t> rows = set.sorted();
+  const int64_t count = rows.size();
+  distinct = torch::empty({count}, torch::kLong);
+  std::copy(rows.begin(), rows.end(), distinct.data_ptr<int64_t>());
+  std::vector<float> weights(slots, 1.0f);
+  for (size_t t = 0; t < ups.size(); ++t) {
+    if (ups[t] == nullptr) continue;
+    const Matrix& up = *ups[t];
+    const int64_t dim = up.dim, step = up.step;
+    sums[t] = torch::zeros({count, dim}, torch::kFloat);
+    float* out = sums[t].data_ptr<float>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* source = up.data + b * up.stride;
+      const Index* batch_entries = index + b * slots;
+      if (field.sequence) slot_weights(batch_entries, slots, weights.data());
+      for (int64_t l = 0; l < slots; ++l) {
+        const int64_t row = batch_entries[l];
+        if (row == 0 && field.sequence) continue;
+        float* into = out + set.slot(row) * dim;
+        if (field.sequence) {
+          const float w = weights[l];
+          for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step] * w;
+        } else {
+          for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step];
+        }
+      }
+    }
+    if (count > 0 && rows[0] == 0)
+      for (int64_t j = 0; j < dim; ++j) out[j] *= 0.0f;
+  }
 }
 
 std::vector<Matrix> contiguous_tables(const std::vector<torch::Tensor>& tables) {
@@ -397,9 +480,130 @@ std::vector<torch::Tensor> lookup_backward(const std::vector<torch::Tensor>& ind
   return out;
 }
 
+// The sparse gradients of the tables lookup_forward read whose entry in `chosen` is true
+// (table t: field t % F's second-order table, then its first-order one, as in
+// lookup_backward): 3F tensors, field f's distinct looked-up rows (int64, ascending; empty
+// when neither of its tables is chosen) at f, and table t's gradient at those rows
+// (rows, dim) at F + t (undefined when not chosen). Fields are split over threads.
+std::vector<torch::Tensor> row_wise_backward(const std::vector<torch::Tensor>& indices,
+                                             const std::vector<torch::Tensor>& grads,
+                                             const torch::Tensor& first_order_grad,
+                                             const std::vector<int64_t>& table_rows,
+                                             const std::vector<bool>& chosen) {
+  const int64_t fields = indices.size();
+  TORCH_CHECK(static_cast<int64_t>(chosen.size()) == 2 * fields &&
+                  static_cast<int64_t>(table_rows.size()) == fields &&
+                  static_cast<int64_t>(grads.size()) == fields,
+              "row_wise_backward: F indices, gradients and row counts, 2F choices");
+  const int64_t batch = indices[0].size(0);
+  std::vector<FieldIndex> index;
+  for (const auto& i : indices) index.push_back(field_index(i, batch));
+  std::vector<Matrix> upstream(2 * fields);
+  for (int64_t t = 0; t < 2 * fields; ++t) {
+    if (!chosen[t]) continue;
+    upstream[t] = Matrix::of(t < fields ? grads[t] : first_order_grad);
+    TORCH_CHECK(upstream[t].rows == batch, "row_wise_backward: one gradient row per batch row");
+  }
+  std::vector<torch::Tensor> out(3 * fields);
+  at::parallel_for(0, fields, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end; ++f) {
+      if (!chosen[f] && !chosen[fields + f]) {
+        out[f] = torch::empty({0}, torch::kLong);
+        continue;
+      }
+      const std::vector<const Matrix*> ups = {chosen[f] ? &upstream[f] : nullptr,
+                                              chosen[fields + f] ? &upstream[fields + f] : nullptr};
+      std::vector<torch::Tensor> sums(2);
+      if (index[f].wide)
+        row_wise_field<int64_t>(index[f], batch, table_rows[f], ups, out[f], sums);
+      else
+        row_wise_field<int32_t>(index[f], batch, table_rows[f], ups, out[f], sums);
+      out[fields + f] = sums[0];
+      out[2 * fields + f] = sums[1];
+    }
+  });
+  return out;
+}
+
+// Copies rows `index` of each of `sources` (V, dim) into a new contiguous (rows, dim) tensor.
+static std::vector<torch::Tensor> take_rows(const std::vector<torch::Tensor>& sources,
+                                            const torch::Tensor& index) {
+  const int64_t* rows = index.data_ptr<int64_t>();
+  const int64_t count = index.size(0);
+  std::vector<torch::Tensor> out;
+  for (const auto& source : sources) {
+    TORCH_CHECK(source.is_contiguous(), "row_wise_adam: contiguous tables and moments");
+    const Matrix from = Matrix::of(source);
+    out.push_back(torch::empty({count, from.dim}, source.options()));
+    float* into = out.back().data_ptr<float>();
+    for (int64_t r = 0; r < count; ++r) {
+      if (r + kAhead < count) __builtin_prefetch(from.data + rows[r + kAhead] * from.stride);
+      std::memcpy(into + r * from.dim, from.data + checked(rows[r], from.rows) * from.stride,
+                  from.dim * sizeof(float));
+    }
+  }
+  return out;
+}
+
+// The reverse of take_rows: writes the rows of each of `gathered` back to rows `index`.
+static void put_rows(const std::vector<torch::Tensor>& gathered, const torch::Tensor& index,
+                  const std::vector<torch::Tensor>& targets) {
+  const int64_t* rows = index.data_ptr<int64_t>();
+  for (size_t t = 0; t < targets.size(); ++t) {
+    const Matrix to = Matrix::of(targets[t]);
+    const float* from = gathered[t].data_ptr<float>();
+    for (int64_t r = 0; r < index.size(0); ++r)
+      std::memcpy(to.data + rows[r] * to.stride, from + r * to.dim, to.dim * sizeof(float));
+  }
+}
+
+// Whether `index` (int64, 1-D) is strictly ascending: a sparse gradient's indices that need
+// no coalescing.
+bool strictly_ascending(const torch::Tensor& index) {
+  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == torch::kLong && index.is_contiguous(),
+              "strictly_ascending: a contiguous int64 vector");
+  const int64_t* rows = index.data_ptr<int64_t>();
+  for (int64_t r = 1; r < index.size(0); ++r)
+    if (rows[r] <= rows[r - 1]) return false;
+  return true;
+}
+
+// One row-wise Adam step of float32 CPU tables: for each table, its rows `indices[t]` (distinct)
+// of the weights and both moments are gathered, stepped by PyTorch's fused Adam kernel with
+// gradient rows `grads[t]` and step count `steps[t]` (already incremented), all tables in one
+// call, and written back: what `RowWiseAdam.step` does with index_select, `_fused_adam_` and
+// index_copy_. Tables are gathered and written back in parallel.
+void row_wise_adam(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& indices,
+                   const std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& exp_avgs,
+                   const std::vector<torch::Tensor>& exp_avg_sqs,
+                   const std::vector<torch::Tensor>& steps, double lr, double beta1, double beta2,
+                   double weight_decay, double eps) {
+  const int64_t tables = params.size();
+  std::vector<std::vector<torch::Tensor>> rows(tables);
+  at::parallel_for(0, tables, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      rows[t] = take_rows({params[t], exp_avgs[t], exp_avg_sqs[t]}, indices[t]);
+  });
+  std::vector<torch::Tensor> weights, firsts, seconds;
+  for (const auto& gathered : rows) {
+    weights.push_back(gathered[0]);
+    firsts.push_back(gathered[1]);
+    seconds.push_back(gathered[2]);
+  }
+  at::_fused_adam_(weights, grads, firsts, seconds, {}, steps, lr, beta1, beta2, weight_decay, eps,
+                   /*amsgrad=*/false, /*maximize=*/false);
+  at::parallel_for(0, tables, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      put_rows(rows[t], indices[t], {params[t], exp_avgs[t], exp_avg_sqs[t]});
+  });
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_forward", &attention_forward, "field attention: attended, weights");
   m.def("attention_backward", &attention_backward, "field attention: q, k, v gradients");
   m.def("lookup_forward", &lookup_forward, "every field's lookups: flat vectors, first order");
   m.def("lookup_backward", &lookup_backward, "the dense gradients of lookup_forward's tables");
+  m.def("row_wise_backward", &row_wise_backward, "the sparse gradients of lookup_forward's tables");
+  m.def("row_wise_adam", &row_wise_adam, "row-wise Adam: gather, fused Adam, write back");
+  m.def("strictly_ascending", &strictly_ascending, "whether an index vector needs no coalescing");
 }
