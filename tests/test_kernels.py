@@ -281,9 +281,28 @@ def test_lookup_kernels_reject_an_index_out_of_range():
     grads = [torch.ones(2, 4), torch.ones(2, 8)]
     with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
         compiled.lookup_backward(indices, grads, torch.ones(2, 1), [5, 3, -1, -1])
+    with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
+        compiled.row_wise_backward(
+            indices, grads, torch.ones(2, 1), [5, 3], [True, True, False, False]
+        )
     indices[1] = torch.tensor([[1, 2], [0, -1]])
     with pytest.raises(RuntimeError, match="index -1 out of range for 3 rows"):
         compiled.lookup_forward(indices, tables, [], None)
+    table, moments = torch.zeros(5, 4), [torch.zeros(5, 4), torch.zeros(5, 4)]
+    with pytest.raises(RuntimeError, match="index 7 out of range for 5 rows"):
+        compiled.row_wise_adam(
+            [table],
+            [torch.tensor([1, 7])],
+            [torch.ones(2, 4)],
+            *[[m] for m in moments],
+            [torch.ones(())],
+            0.1,
+            0.9,
+            0.999,
+            0.0,
+            1e-8,
+        )
+    assert torch.count_nonzero(table) == 0  # checked before any row changed
 
 
 SCHEMA = Schema.of(

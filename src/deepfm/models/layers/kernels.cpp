@@ -525,36 +525,21 @@ std::vector<torch::Tensor> row_wise_backward(const std::vector<torch::Tensor>& i
   return out;
 }
 
-// Copies rows `index` of each of `sources` (V, dim) into a new contiguous (rows, dim) tensor.
-static std::vector<torch::Tensor> take_rows(const std::vector<torch::Tensor>& sources,
-                                            const torch::Tensor& index) {
+// Copies rows `index` of `from` into the contiguous `into` (rows, dim), prefetching ahead.
+static void take_rows(const Matrix& from, const torch::Tensor& index, float* into) {
   const int64_t* rows = index.data_ptr<int64_t>();
   const int64_t count = index.size(0);
-  std::vector<torch::Tensor> out;
-  for (const auto& source : sources) {
-    TORCH_CHECK(source.is_contiguous(), "row_wise_adam: contiguous tables and moments");
-    const Matrix from = Matrix::of(source);
-    out.push_back(torch::empty({count, from.dim}, source.options()));
-    float* into = out.back().data_ptr<float>();
-    for (int64_t r = 0; r < count; ++r) {
-      if (r + kAhead < count) __builtin_prefetch(from.data + rows[r + kAhead] * from.stride);
-      std::memcpy(into + r * from.dim, from.data + checked(rows[r], from.rows) * from.stride,
-                  from.dim * sizeof(float));
-    }
+  for (int64_t r = 0; r < count; ++r) {
+    if (r + kAhead < count) __builtin_prefetch(from.data + rows[r + kAhead] * from.stride);
+    std::memcpy(into + r * from.dim, from.data + rows[r] * from.stride, from.dim * sizeof(float));
   }
-  return out;
 }
 
-// The reverse of take_rows: writes the rows of each of `gathered` back to rows `index`.
-static void put_rows(const std::vector<torch::Tensor>& gathered, const torch::Tensor& index,
-                  const std::vector<torch::Tensor>& targets) {
+// The reverse of take_rows: writes the rows of `from` back to rows `index` of `to`.
+static void put_rows(const float* from, const torch::Tensor& index, const Matrix& to) {
   const int64_t* rows = index.data_ptr<int64_t>();
-  for (size_t t = 0; t < targets.size(); ++t) {
-    const Matrix to = Matrix::of(targets[t]);
-    const float* from = gathered[t].data_ptr<float>();
-    for (int64_t r = 0; r < index.size(0); ++r)
-      std::memcpy(to.data + rows[r] * to.stride, from + r * to.dim, to.dim * sizeof(float));
-  }
+  for (int64_t r = 0; r < index.size(0); ++r)
+    std::memcpy(to.data + rows[r] * to.stride, from + r * to.dim, to.dim * sizeof(float));
 }
 
 // Whether `index` (int64, 1-D) is strictly ascending: a sparse gradient's indices that need
@@ -572,29 +557,41 @@ bool strictly_ascending(const torch::Tensor& index) {
 // of the weights and both moments are gathered, stepped by PyTorch's fused Adam kernel with
 // gradient rows `grads[t]` and step count `steps[t]` (already incremented), all tables in one
 // call, and written back: what `RowWiseAdam.step` does with index_select, `_fused_adam_` and
-// index_copy_. Tables are gathered and written back in parallel.
+// index_copy_. The rows are gathered (prefetching ahead) and written back on all threads.
 void row_wise_adam(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& indices,
                    const std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& exp_avgs,
                    const std::vector<torch::Tensor>& exp_avg_sqs,
                    const std::vector<torch::Tensor>& steps, double lr, double beta1, double beta2,
                    double weight_decay, double eps) {
   const int64_t tables = params.size();
-  std::vector<std::vector<torch::Tensor>> rows(tables);
-  at::parallel_for(0, tables, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t)
-      rows[t] = take_rows({params[t], exp_avgs[t], exp_avg_sqs[t]}, indices[t]);
+  // Array a of table t (0: weights, 1: exp_avg, 2: exp_avg_sq) is task 3t + a; its rows go to
+  // gathered[3t + a]. Buffers are allocated here, copies split over threads.
+  std::vector<Matrix> arrays;
+  std::vector<torch::Tensor> gathered;
+  for (int64_t t = 0; t < tables; ++t) {
+    for (const auto* array : {&params[t], &exp_avgs[t], &exp_avg_sqs[t]}) {
+      TORCH_CHECK(array->is_contiguous(), "row_wise_adam: contiguous tables and moments");
+      arrays.push_back(Matrix::of(*array));
+      gathered.push_back(torch::empty({indices[t].size(0), arrays.back().dim}, array->options()));
+    }
+    const int64_t* rows = indices[t].data_ptr<int64_t>();
+    for (int64_t r = 0; r < indices[t].size(0); ++r) checked(rows[r], arrays.back().rows);
+  }
+  at::parallel_for(0, 3 * tables, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task)
+      take_rows(arrays[task], indices[task / 3], gathered[task].data_ptr<float>());
   });
   std::vector<torch::Tensor> weights, firsts, seconds;
-  for (const auto& gathered : rows) {
-    weights.push_back(gathered[0]);
-    firsts.push_back(gathered[1]);
-    seconds.push_back(gathered[2]);
+  for (int64_t t = 0; t < tables; ++t) {
+    weights.push_back(gathered[3 * t]);
+    firsts.push_back(gathered[3 * t + 1]);
+    seconds.push_back(gathered[3 * t + 2]);
   }
   at::_fused_adam_(weights, grads, firsts, seconds, {}, steps, lr, beta1, beta2, weight_decay, eps,
                    /*amsgrad=*/false, /*maximize=*/false);
-  at::parallel_for(0, tables, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t)
-      put_rows(rows[t], indices[t], {params[t], exp_avgs[t], exp_avg_sqs[t]});
+  at::parallel_for(0, 3 * tables, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task)
+      put_rows(gathered[task].data_ptr<float>(), indices[task / 3], arrays[task]);
   });
 }
 
