@@ -252,6 +252,7 @@ def test_row_wise_adam_kernel_gives_the_pytorch_paths_bits(weight_decay, monkeyp
         if not compiled:
             monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
         tables = [torch.nn.Parameter(torch.ones(shape)) for shape in shapes]
+        assert (kernels.lookup_kernels(tables) is not None) == compiled  # the path under test
         optimizer = RowWiseAdam(tables, lr=0.01, weight_decay=weight_decay)
         generator = torch.Generator().manual_seed(1)
         for step in range(6):
