@@ -10,7 +10,11 @@ models train to the same weights with the kernels and without them.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +62,31 @@ def broadcast_attention(layer: MultiHeadSelfAttention, fields: Tensor) -> Tensor
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
 def test_the_kernels_build_here():
     assert kernels.compiled_kernels() is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
+def test_a_copy_of_the_package_loads_the_same_build_without_compiling(tmp_path):
+    """DVC's stages and the pipeline tests run copies of `src/`: the same source at another
+    path loads the build already made (ninja recompiles, ~50 s, for a new source path)."""
+    build = Path(kernels.compiled_kernels().__file__)
+    ninja_log = (build.parent / ".ninja_log").read_text()
+    copy = tmp_path / "src"
+    package = Path(kernels.__file__).parents[3]
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    script = (
+        "from deepfm.models.layers import kernels\n"
+        "print(kernels.__file__, kernels.compiled_kernels().__file__)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(copy)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert loaded == [str(copy / Path(kernels.__file__).relative_to(package)), str(build)]
+    assert (build.parent / ".ninja_log").read_text() == ninja_log
 
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")

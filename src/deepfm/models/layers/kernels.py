@@ -31,7 +31,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -90,10 +92,32 @@ def lookup_kernels(tensors: list[Tensor]) -> ModuleType | None:
 
 
 def _source_digest() -> str:
-    """12 hex digits of the source and flags: each version of the kernels gets its own name,
-    so processes running different versions each load theirs from PyTorch's cache."""
-    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_CFLAGS).encode())
+    """12 hex digits of the source, the flags, Python's and PyTorch's versions: each version
+    of the kernels gets its own name, so processes running different versions each load theirs
+    from PyTorch's extension cache."""
+    versions = f"{sys.version_info[:2]} {torch.__version__}"
+    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join([*_CFLAGS, versions]).encode())
     return digest.hexdigest()[:12]
+
+
+def _build_directory(name: str) -> Path:
+    """This build's folder in PyTorch's extension cache, holding a copy of the source.
+
+    The build is compiled from that copy, not from the package: ninja rebuilds whenever the
+    source's path changes, so a second checkout (or a DVC test's copy of `src/`) would
+    otherwise recompile the same source (~50 s) and then make the first checkout recompile it.
+    """
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    directory = Path(root) / name
+    directory.mkdir(parents=True, exist_ok=True)
+    source = directory / _SOURCE.name
+    if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
+        partial = directory / f".{_SOURCE.name}.{os.getpid()}"
+        partial.write_bytes(_SOURCE.read_bytes())
+        partial.replace(source)
+    return directory
 
 
 @functools.cache
@@ -105,10 +129,13 @@ def compiled_kernels() -> ModuleType | None:
     from torch.utils.cpp_extension import load
 
     logger.info("CPU kernels: loading (compiled on first use on this machine, ~50 s)")
+    name = f"deepfm_kernels_{_source_digest()}"
     try:
+        build = _build_directory(name)
         return load(
-            name=f"deepfm_kernels_{_source_digest()}",
-            sources=[str(_SOURCE)],
+            name=name,
+            sources=[str(build / _SOURCE.name)],
+            build_directory=str(build),
             extra_cflags=_CFLAGS,
             extra_ldflags=["-fopenmp"],
         )
