@@ -33,7 +33,6 @@ import hashlib
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -92,11 +91,12 @@ def lookup_kernels(tensors: list[Tensor]) -> ModuleType | None:
 
 
 def _source_digest() -> str:
-    """12 hex digits of the source, the flags, Python's and PyTorch's versions: each version
-    of the kernels gets its own name, so processes running different versions each load theirs
-    from PyTorch's extension cache."""
-    versions = f"{sys.version_info[:2]} {torch.__version__}"
-    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join([*_CFLAGS, versions]).encode())
+    """12 hex digits of the source, the flags and the PyTorch install (its version and folder,
+    so each virtual environment compiles against its own headers): each version of the kernels
+    gets its own name, so processes running different versions each load theirs from PyTorch's
+    extension cache."""
+    install = f"{torch.__version__} {Path(torch.__file__).parent}"
+    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join([*_CFLAGS, install]).encode())
     return digest.hexdigest()[:12]
 
 
