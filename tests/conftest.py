@@ -106,10 +106,9 @@ def run(repo: Path, *command: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def dvc_repo(tmp_path) -> Path:
+def make_dvc_repo(tmp_path: Path) -> Path:
     """A Git + DVC repo with the project's pipeline, deepfm only, and a small raw ml-100k
-    committed as the `download` stage's output (as if downloaded)."""
+    committed as the `download` stage's output (as if downloaded), in `tmp_path / "repo"`."""
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(ROOT / "dvc.yaml", repo)
@@ -132,4 +131,30 @@ def dvc_repo(tmp_path) -> Path:
     run(repo, "dvc", "commit", "-f", "download")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "pipeline and raw data")
+    return repo
+
+
+@pytest.fixture
+def dvc_repo(tmp_path) -> Path:
+    """`make_dvc_repo` in this test's temp folder."""
+    return make_dvc_repo(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def reproduced_repo_template(tmp_path_factory) -> Path:
+    """`make_dvc_repo` after `dvc repro`, its results committed as "baseline": made once per
+    test process (each xdist worker that needs it), copied for each test."""
+    repo = make_dvc_repo(tmp_path_factory.mktemp("reproduced"))
+    run(repo, "dvc", "repro")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "baseline")
+    return repo
+
+
+@pytest.fixture
+def reproduced_repo(reproduced_repo_template, tmp_path) -> Path:
+    """A copy of `reproduced_repo_template` of this test's own (its MLflow experiment still
+    keeps artifacts in the template's `mlartifacts/`: MLflow records that path absolute)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(reproduced_repo_template, repo, symlinks=True)
     return repo

@@ -21,23 +21,22 @@ def finished_runs(repo: Path) -> list[mlflow.entities.Run]:
 
 
 @pytest.mark.slow
-def test_repro_then_an_experiment_with_a_param_override(dvc_repo):
-    run(dvc_repo, "dvc", "repro")
-    board = json.loads((dvc_repo / "reports/leaderboard.json").read_text())
+def test_repro_then_an_experiment_with_a_param_override(reproduced_repo):
+    repo = reproduced_repo  # after `dvc repro`, its results committed as "baseline"
+    board = json.loads((repo / "reports/leaderboard.json").read_text())
     assert [(row["model"], row["seeds"]) for row in board] == [("deepfm", [42, 43])]
     for seed in (42, 43):
-        assert (dvc_repo / f"models/deepfm/seed-{seed}/model.pt").is_file()
-    assert "up to date" in run(dvc_repo, "dvc", "status")
-    run(dvc_repo, "git", "add", "-A")
-    run(dvc_repo, "git", "commit", "-qm", "baseline")
-    baseline = json.loads((dvc_repo / METRICS).read_text())
+        assert (repo / f"models/deepfm/seed-{seed}/model.pt").is_file()
+    assert "up to date" in run(repo, "dvc", "status")
+    assert run(repo, "git", "status", "--porcelain") == ""
+    baseline = json.loads((repo / METRICS).read_text())
     assert set(baseline["seeds"]) == {"42", "43"}
 
-    run(dvc_repo, "dvc", "exp", "run", "-S", "train.lr=0.003", "-n", "faster-lr")
+    run(repo, "dvc", "exp", "run", "-S", "train.lr=0.003", "-n", "faster-lr")
 
     # `dvc exp show --json`: the baseline commit, and under it the named experiment
     # with its overridden param and its own test metrics (per seed and mean).
-    shown = json.loads(run(dvc_repo, "dvc", "exp", "show", "--json"))
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json"))
     head = next(rev for rev in shown if rev["rev"] != "workspace")
     [experiment] = [rev for group in head["experiments"] for rev in group["revs"]]
     assert experiment["name"] == "faster-lr"
@@ -48,17 +47,17 @@ def test_repro_then_an_experiment_with_a_param_override(dvc_repo):
     assert head["data"]["metrics"][METRICS]["data"]["mean"] == baseline["mean"]
 
     # The workspace holds the experiment's results: diffs against the last commit.
-    params_diff = json.loads(run(dvc_repo, "dvc", "params", "diff", "--json"))
+    params_diff = json.loads(run(repo, "dvc", "params", "diff", "--json"))
     lr_diff = params_diff["params.yaml"]["train.lr"]
     assert (lr_diff["old"], lr_diff["new"]) == (0.001, 0.003)
-    metrics_diff = json.loads(run(dvc_repo, "dvc", "metrics", "diff", "--json"))[METRICS]
+    metrics_diff = json.loads(run(repo, "dvc", "metrics", "diff", "--json"))[METRICS]
     assert metrics_diff["mean.test_auc"]["old"] == baseline["mean"]["test_auc"]
     assert metrics_diff["mean.test_auc"]["new"] == metrics["mean"]["test_auc"]
     assert metrics_diff["seeds.43.test_auc"]["new"] == metrics["seeds"]["43"]["test_auc"]
 
     # Every training is in the project's MLflow store once, complete, nested under its
     # experiment's parent run for deepfm.
-    runs = finished_runs(dvc_repo)
+    runs = finished_runs(repo)
     seed_runs = [r for r in runs if "seed" in r.data.params]
     assert sorted((r.data.params["train.lr"], r.data.params["seed"]) for r in seed_runs) == [
         ("0.001", "42"),
@@ -83,9 +82,9 @@ def stages_to_run(repo: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_editing_a_source_file_reruns_exactly_the_stages_that_run_it(dvc_repo):
-    run(dvc_repo, "dvc", "repro")
-    assert stages_to_run(dvc_repo) == set()
+def test_editing_a_source_file_reruns_exactly_the_stages_that_run_it(reproduced_repo):
+    repo = reproduced_repo  # after `dvc repro`
+    assert stages_to_run(repo) == set()
     edits = {
         "src/deepfm/leaderboard.py": {"leaderboard"},
         "stages/evaluate.py": {"evaluate@deepfm"},
@@ -101,8 +100,8 @@ def test_editing_a_source_file_reruns_exactly_the_stages_that_run_it(dvc_repo):
         },
     }
     for path, expected in edits.items():
-        source = dvc_repo / path
+        source = repo / path
         original = source.read_text()
         source.write_text(original + "# an edit\n")
-        assert {name.split(":")[-1] for name in stages_to_run(dvc_repo)} == expected, path
+        assert {name.split(":")[-1] for name in stages_to_run(repo)} == expected, path
         source.write_text(original)

@@ -36,26 +36,28 @@ def list_tuned_models(repo: Path, models: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_a_tuned_configuration_is_trained_evaluated_and_ranked_beside_the_default(dvc_repo):
-    list_tuned_models(dvc_repo, ["deepfm"])
-    run(dvc_repo, "dvc", "repro", "prepare")
-    pretend_a_study_ran(dvc_repo)
-    run(dvc_repo, "dvc", "repro")
+def test_a_tuned_configuration_is_trained_evaluated_and_ranked_beside_the_default(
+    reproduced_repo,
+):
+    repo = reproduced_repo  # `dvc repro` already trained the default row
+    list_tuned_models(repo, ["deepfm"])
+    pretend_a_study_ran(repo)
+    run(repo, "dvc", "repro")
 
-    board = json.loads((dvc_repo / "reports/leaderboard.json").read_text())
+    board = json.loads((repo / "reports/leaderboard.json").read_text())
     assert sorted(row["model"] for row in board) == ["deepfm", "deepfm_tuned"]
     for seed in (42, 43):
-        saved = load_model(dvc_repo / f"models/deepfm_tuned/seed-{seed}/model.pt")
+        saved = load_model(repo / f"models/deepfm_tuned/seed-{seed}/model.pt")
         assert saved.name == "deepfm" and saved.seed == seed
         assert saved.config.train.lr == 0.003
         assert saved.config.model.deepfm.hidden_units == (32,)
         assert saved.config.feature.fm_embed_dim == 8
-        default = load_model(dvc_repo / f"models/deepfm/seed-{seed}/model.pt")
+        default = load_model(repo / f"models/deepfm/seed-{seed}/model.pt")
         assert default.config.train.lr == 0.001  # the default row keeps params.yaml
-    report = json.loads((dvc_repo / "reports/models/deepfm_tuned/metrics.json").read_text())
+    report = json.loads((repo / "reports/models/deepfm_tuned/metrics.json").read_text())
     assert sorted(report["seeds"]) == ["42", "43"]
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{dvc_repo / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("deepfm-movielens")
     runs = client.search_runs([experiment.experiment_id], "tags.model = 'deepfm_tuned'")
     seed_runs = [r for r in runs if "seed" in r.data.tags]
@@ -70,10 +72,10 @@ def test_a_tuned_configuration_is_trained_evaluated_and_ranked_beside_the_defaul
     assert client.get_registered_model("deepfm_tuned-ml-100k").name
 
     # A code edit retrains the tuned rows with the new code but never reruns the study.
-    assert json.loads(run(dvc_repo, "dvc", "status", "--json")) == {}
-    trainer = dvc_repo / "src/deepfm/training/trainer.py"
+    assert json.loads(run(repo, "dvc", "status", "--json")) == {}
+    trainer = repo / "src/deepfm/training/trainer.py"
     trainer.write_text(trainer.read_text() + "# an edit\n")
-    changed = {name.split(":")[-1] for name in json.loads(run(dvc_repo, "dvc", "status", "--json"))}
+    changed = {name.split(":")[-1] for name in json.loads(run(repo, "dvc", "status", "--json"))}
     assert changed == {
         "train@deepfm-42",
         "train@deepfm-43",
@@ -82,11 +84,11 @@ def test_a_tuned_configuration_is_trained_evaluated_and_ranked_beside_the_defaul
     }
 
     # A new default for a searched setting retrains the rows but does not search again.
-    params_path = dvc_repo / "params.yaml"
+    params_path = repo / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["train"]["lr"] = 0.0005
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = {name.split(":")[-1] for name in json.loads(run(dvc_repo, "dvc", "status", "--json"))}
+    changed = {name.split(":")[-1] for name in json.loads(run(repo, "dvc", "status", "--json"))}
     assert "train@deepfm-42" in changed
     assert not any(name.startswith("tune@") for name in changed)
 
