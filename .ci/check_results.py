@@ -12,25 +12,60 @@ a 2-core machine, so CI reproduces a fixed sample that still runs every model's 
     python .ci/check_results.py --stages      # the stage names (what `dvc repro` gets)
     python .ci/check_results.py               # after `dvc repro <those stages>`: compare
 
-Every checked metric must be within `TOLERANCE` of the committed value. Prints whether the
-results are bit-identical (every metric of those stages equal, timings aside, and every
-reproduced `model.pt` the same bytes as the committed `dvc.lock` records). Exit status 1 on
-drift. Locally, `dvc repro && python .ci/check_results.py --all` checks every result.
+On the kind of machine the committed results were trained on (`COMMITTED_ON`: the CPU vendor,
+the widest kernels PyTorch runs on it, the thread count), every checked metric must be within
+1e-4 of the committed value, and the script prints whether the results are bit-identical
+(every metric of those stages equal, timings aside, and every reproduced `model.pt` the same
+bytes as the committed `dvc.lock` records). On another kind, MKL's and PyTorch's kernels round
+differently and training turns that into differences of the size of seed noise
+(docs/reliability.md, "Across CPUs"), so each value must be within `OTHER_KIND_TOLERANCE`
+instead. Exit status 1 on drift. Locally, `dvc repro && python .ci/check_results.py --all`
+checks every result.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
+import torch
 import yaml
 
+# The machine kind that trained the committed results (`machine_kind()` there).
+COMMITTED_ON = "AuthenticAMD, AVX2, 2 threads"
 TOLERANCE = 1e-4
+# About four times the largest differences measured between two kinds (2026-12-01: an Intel
+# CPU with AVX-512 against the committed results, 252 values: 0.0012 in AUC, 0.0056 in logloss).
+OTHER_KIND_TOLERANCE = {"auc": 0.005, "logloss": 0.02}
 CHECKED = ("test_auc", "test_logloss", "best_val_auc", "best_val_logloss")
 TIMINGS = ("train_seconds", "samples_per_second")  # differ run to run by nature
 SEED = 42
 FULL_MODEL = "fm"
+
+
+def machine_kind() -> str:
+    """What decides how MKL's and PyTorch's CPU kernels round here: the CPU vendor, the widest
+    kernels PyTorch runs on it and the number of threads (`AuthenticAMD, AVX2, 2 threads`)."""
+    vendor = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            vendor = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("vendor_id")),
+                vendor,
+            )
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{vendor}, {capability}, {torch.get_num_threads()} threads"
+
+
+def tolerance(metric: str, same_kind: bool) -> float:
+    """How far a reproduced AUC or logloss may be from the committed one."""
+    if same_kind:
+        return TOLERANCE
+    return OTHER_KIND_TOLERANCE["auc" if metric.endswith("auc") else "logloss"]
 
 
 def sampled_stages(params: dict) -> list[str]:
@@ -74,6 +109,16 @@ def main(argv: list[str]) -> int:
         print(" ".join(sampled_stages(params)))
         return 0
     files = None if argv == ["--all"] else metric_files(sampled_stages(params), params)
+    kind = machine_kind()
+    same_kind = kind == COMMITTED_ON
+    print(f"this machine: {kind}; the committed results were trained on: {COMMITTED_ON}")
+    if not same_kind:
+        print(
+            "another kind of machine: its CPU kernels round differently, so each value is "
+            f"compared within seed noise (AUC {OTHER_KIND_TOLERANCE['auc']}, logloss "
+            f"{OTHER_KIND_TOLERANCE['logloss']}) and bit-identity is not expected "
+            "(docs/reliability.md, 'Across CPUs')"
+        )
     command = ["dvc", "metrics", "diff", "HEAD", "--all", "--json"]
     diff = json.loads(
         subprocess.run(
@@ -93,7 +138,7 @@ def main(argv: list[str]) -> int:
             if name not in CHECKED:
                 continue
             compared += 1
-            if old is None or new is None or abs(new - old) > TOLERANCE:
+            if old is None or new is None or abs(new - old) > tolerance(name, same_kind):
                 drifted.append(f"{path}: {key} committed {old}, reproduced {new}")
     if compared == 0:
         print("no AUC/logloss metrics found to compare: failing")
@@ -117,11 +162,12 @@ def main(argv: list[str]) -> int:
         if identical and same_weights
         else "results are NOT bit-identical to the committed ones"
     )
+    bound = TOLERANCE if same_kind else "seed noise"
     if drifted:
-        print(f"{len(drifted)} metric(s) drifted by more than {TOLERANCE}:")
+        print(f"{len(drifted)} metric(s) drifted by more than {bound}:")
         print("\n".join(f"  {line}" for line in drifted))
         return 1
-    print(f"every checked AUC and logloss is within {TOLERANCE} of the committed value")
+    print(f"every checked AUC and logloss is within {bound} of the committed value")
     return 0
 
 
