@@ -12,28 +12,29 @@ a 2-core machine, so CI reproduces a fixed sample that still runs every model's 
     python .ci/check_results.py --stages      # the stage names (what `dvc repro` gets)
     python .ci/check_results.py               # after `dvc repro <those stages>`: compare
 
-On the kind of machine the committed results were trained on (`COMMITTED_ON`: the CPU vendor,
-the widest kernels PyTorch runs on it, the thread count), every checked metric must be within
-1e-4 of the committed value, and the script prints whether the results are bit-identical
-(every metric of those stages equal, timings aside, and every reproduced `model.pt` the same
-bytes as the committed `dvc.lock` records). On another kind, MKL's and PyTorch's kernels round
-differently and training turns that into differences of the size of seed noise
-(docs/reliability.md, "Across CPUs"), so each value must be within `OTHER_KIND_TOLERANCE`
-instead. Exit status 1 on drift. Locally, `dvc repro && python .ci/check_results.py --all`
-checks every result.
+On the kind of machine the committed results were trained on (`COMMITTED_ON`, a `cpu_kind()`:
+the CPU vendor, the widest kernels PyTorch runs on it, the thread count), every checked metric
+must be within 1e-4 of the committed value, and the script prints whether the results are
+bit-identical (every metric of those stages equal, timings aside, and every reproduced
+`model.pt` the same bytes as the committed `dvc.lock` records). On another kind, MKL's and
+PyTorch's kernels round differently and training turns that into differences of the size of
+seed noise (docs/reliability.md, "Across CPUs"), so each value must be within
+`OTHER_KIND_TOLERANCE` instead. Exit status 1 on drift. Locally,
+`dvc repro && python .ci/check_results.py --all` checks every result.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 
-import torch
 import yaml
 
-# The machine kind that trained the committed results (`machine_kind()` there).
+from deepfm.tracking.store import cpu_kind
+
+# The kind of machine that trained the committed results (`cpu_kind()` run there; new CPU
+# runs also carry it as the MLflow tag `cpu_kind`).
 COMMITTED_ON = "AuthenticAMD, AVX2, 2 threads"
 TOLERANCE = 1e-4
 # About four times the largest differences measured between two kinds (2026-12-01: an Intel
@@ -43,22 +44,6 @@ CHECKED = ("test_auc", "test_logloss", "best_val_auc", "best_val_logloss")
 TIMINGS = ("train_seconds", "samples_per_second")  # differ run to run by nature
 SEED = 42
 FULL_MODEL = "fm"
-
-
-def machine_kind() -> str:
-    """What decides how MKL's and PyTorch's CPU kernels round here: the CPU vendor, the widest
-    kernels PyTorch runs on it and the number of threads (`AuthenticAMD, AVX2, 2 threads`)."""
-    vendor = platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            vendor = next(
-                (line.split(":", 1)[1].strip() for line in handle if line.startswith("vendor_id")),
-                vendor,
-            )
-    except OSError:
-        pass
-    capability = torch.backends.cpu.get_cpu_capability()
-    return f"{vendor}, {capability}, {torch.get_num_threads()} threads"
 
 
 def tolerance(metric: str, same_kind: bool) -> float:
@@ -109,7 +94,7 @@ def main(argv: list[str]) -> int:
         print(" ".join(sampled_stages(params)))
         return 0
     files = None if argv == ["--all"] else metric_files(sampled_stages(params), params)
-    kind = machine_kind()
+    kind = cpu_kind()
     same_kind = kind == COMMITTED_ON
     print(f"this machine: {kind}; the committed results were trained on: {COMMITTED_ON}")
     if not same_kind:

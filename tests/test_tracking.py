@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from deepfm.tracking import (
@@ -21,6 +22,7 @@ from deepfm.tracking import (
     RunTracker,
     TrackingError,
     check_tracking_server,
+    cpu_kind,
     default_tags,
     open_experiment,
     tracking_uri,
@@ -84,6 +86,7 @@ def test_run_records_params_metrics_artifacts_and_tags(
     assert logged.data.tags["device"] == "cpu"
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", logged.data.tags["git_commit"])
     assert logged.data.tags["torch_version"]
+    assert logged.data.tags["cpu_kind"] == cpu_kind()
     artifacts = {a.path for a in client.list_artifacts(run.run_id)}
     assert artifacts == {"history.csv", "vocab", "reports"}
     assert [a.path for a in client.list_artifacts(run.run_id, "vocab")] == ["vocab/gender.parquet"]
@@ -132,6 +135,13 @@ def test_default_tags_leave_out_dvc_experiment_outside_dvc(
     tags = default_tags(data_fingerprint="abc123", device="cuda:0")
 
     assert set(tags) == {"git_commit", "data_fingerprint", "device", "torch_version"}
+
+
+def test_the_cpu_kind_names_what_decides_the_rounding() -> None:
+    vendor, capability, threads = cpu_kind().split(", ")
+    assert vendor
+    assert capability == torch.backends.cpu.get_cpu_capability()
+    assert threads == f"{torch.get_num_threads()} threads"
 
 
 def test_closed_port_fails_fast_naming_the_uri() -> None:

@@ -34,6 +34,7 @@ from deepfm.tracking.runs import CHAMPION, FinishedRuns, RunTracker, file_digest
 from deepfm.tracking.store import (
     TrackingError,
     check_tracking_server,
+    cpu_kind,
     default_tags,
     open_experiment,
     tracking_uri,
@@ -49,6 +50,7 @@ __all__ = [
     "TrackingError",
     "TrialRun",
     "check_tracking_server",
+    "cpu_kind",
     "default_tags",
     "file_digest",
     "open_experiment",

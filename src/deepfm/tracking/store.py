@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import platform
 import subprocess
 import tempfile
 import urllib.error
@@ -86,17 +87,36 @@ def open_experiment(experiment_name: str) -> str:
 
 
 def default_tags(data_fingerprint: str, device: str) -> dict[str, str]:
-    """Run tags: git commit, DVC experiment (under `dvc exp run`), data, device, torch."""
+    """Run tags: git commit, DVC experiment (under `dvc exp run`), data, device, torch, and on
+    the CPU the kind of CPU (`cpu_kind`): runs agree bit for bit only within one kind."""
     tags = {
         "git_commit": _git_commit(),
         "data_fingerprint": data_fingerprint,
         "device": device,
         "torch_version": torch.__version__,
     }
+    if device == "cpu":
+        tags["cpu_kind"] = cpu_kind()
     # `dvc exp run` sets DVC_EXP_NAME (given or generated) in every stage's environment.
     if dvc_experiment := os.environ.get("DVC_EXP_NAME"):
         tags["dvc_experiment"] = dvc_experiment
     return tags
+
+
+def cpu_kind() -> str:
+    """What decides how this machine's CPU kernels round, e.g. `AuthenticAMD, AVX2, 2 threads`:
+    the CPU vendor, the widest kernels PyTorch runs on it and the number of threads. MKL picks
+    its matrix-multiply kernels by the first and the last, PyTorch its vectorised ones by the
+    second; CPU runs with the same params give the same bits on the same kind only
+    (docs/reliability.md, "Across CPUs")."""
+    vendor = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            vendors = (line.split(":", 1)[1] for line in handle if line.startswith("vendor_id"))
+            vendor = next(vendors, vendor).strip()
+    except OSError:  # no /proc (not Linux): the architecture stands in for the vendor
+        pass
+    return f"{vendor}, {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
 
 
 def _sqlite_database(uri: str) -> Path | None:
