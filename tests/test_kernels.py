@@ -75,18 +75,25 @@ def test_a_copy_of_the_package_loads_the_same_build_without_compiling(tmp_path):
     package = Path(kernels.__file__).parents[3]
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     script = (
+        "import logging\nlogging.basicConfig(level=logging.INFO)\n"
         "from deepfm.models.layers import kernels\n"
         "print(kernels.__file__, kernels.compiled_kernels().__file__)"
     )
-    loaded = subprocess.run(
+    child = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, "PYTHONPATH": str(copy)},
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    assert loaded == [str(copy / Path(kernels.__file__).relative_to(package)), str(build)]
+    )
+    assert child.stdout.split() == [
+        str(copy / Path(kernels.__file__).relative_to(package)),
+        str(build),
+    ]
     assert (build.parent / ".ninja_log").read_text() == ninja_log
+    # The log says what happened: a load, not a ~50 s compile.
+    assert f"CPU kernels: loading the build in {build.parent}" in child.stderr
+    assert "compiling" not in child.stderr
 
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")

@@ -128,10 +128,15 @@ def compiled_kernels() -> ModuleType | None:
         return None
     from torch.utils.cpp_extension import load
 
-    logger.info("CPU kernels: loading (compiled on first use on this machine, ~50 s)")
     name = f"deepfm_kernels_{_source_digest()}"
     try:
         build = _build_directory(name)
+        if (build / f"{name}.so").is_file():
+            logger.info("CPU kernels: loading the build in %s", build)
+        else:
+            logger.info(
+                "CPU kernels: compiling into %s (once per virtual environment, ~50 s)", build
+            )
         return load(
             name=name,
             sources=[str(build / _SOURCE.name)],
