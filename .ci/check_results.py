@@ -53,6 +53,24 @@ def tolerance(metric: str, same_kind: bool) -> float:
     return OTHER_KIND_TOLERANCE["auc" if metric.endswith("auc") else "logloss"]
 
 
+def compare(diff: dict, same_kind: bool) -> tuple[list[str], int, bool]:
+    """For a `dvc metrics diff --json`: the drifted AUC/logloss values (one line each), how many
+    were compared, and whether every metric but the timings is unchanged."""
+    drifted, compared, identical = [], 0, True
+    for path, metrics in sorted(diff.items()):
+        for key, change in sorted(metrics.items()):
+            old, new = change.get("old"), change.get("new")
+            name = key.rsplit(".", 1)[-1]
+            if old != new and name not in TIMINGS:
+                identical = False
+            if name not in CHECKED:
+                continue
+            compared += 1
+            if old is None or new is None or abs(new - old) > tolerance(name, same_kind):
+                drifted.append(f"{path}: {key} committed {old}, reproduced {new}")
+    return drifted, compared, identical
+
+
 def sampled_stages(params: dict) -> list[str]:
     """The stages CI reproduces (see the module docstring)."""
     stages = [f"train@{model}-{SEED}" for model in params["train"]["models"]]
@@ -113,18 +131,7 @@ def main(argv: list[str]) -> int:
             check=True,
         ).stdout
     )
-    drifted, compared, identical = [], 0, True
-    for path, metrics in sorted(diff.items()):
-        for key, change in sorted(metrics.items()):
-            old, new = change.get("old"), change.get("new")
-            name = key.rsplit(".", 1)[-1]
-            if old != new and name not in TIMINGS:
-                identical = False
-            if name not in CHECKED:
-                continue
-            compared += 1
-            if old is None or new is None or abs(new - old) > tolerance(name, same_kind):
-                drifted.append(f"{path}: {key} committed {old}, reproduced {new}")
+    drifted, compared, identical = compare(diff, same_kind)
     if compared == 0:
         print("no AUC/logloss metrics found to compare: failing")
         return 1
