@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import mmap
 from dataclasses import replace
 
 import pytest
@@ -293,3 +294,69 @@ def test_fused_adam_steps_exactly_as_torch_adam() -> None:
         model.named_parameters(), reference.parameters(), strict=True
     ):
         assert torch.equal(param, reference_param), name
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_row_wise_tables_stepped_in_backward_get_the_bits_of_stepping_them_after(
+    compiled: bool, monkeypatch
+) -> None:
+    """In one process the lookups' backward steps the row-wise tables itself and leaves their
+    `.grad` None; after four steps (OOV rows, duplicates, all-padding sequences) the weights
+    and Adam state are bit for bit those of the sparse-gradient path that DDP ranks take
+    (`update_rows_in_backward(None)`, stepped in `CTROptimizer.step`). Both lookup paths."""
+    if not compiled:
+        monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
+    train = replace(TrainConfig(), embedding_optimizer="lazy_adam", embedding_l2=1e-3)
+    runs = []
+    for in_backward in (True, False):
+        torch.manual_seed(0)
+        model = build_model("deepfm", SCHEMA, ExperimentConfig())
+        optimizer = CTROptimizer(model, train)
+        assert optimizer.rows_in_backward  # one process
+        if not in_backward:
+            optimizer.rows_in_backward = False
+            model.embedding.update_rows_in_backward(None)
+        batch = batch_with_oov_and_empty_sequences()
+        for step in range(4):
+            order = torch.randperm(16, generator=torch.Generator().manual_seed(step))
+            logits = model({name: values[order] for name, values in batch.items()})
+            loss = (logits * torch.linspace(-1, 1, 16)).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            grads = [table.grad for table in optimizer.sparse_tables]
+            assert all(grad is None if in_backward else grad.is_sparse for grad in grads), (
+                in_backward
+            )
+            optimizer.step()
+        state = optimizer.row_wise_adam.state
+        runs.append(
+            [
+                *model.state_dict().values(),
+                *(state[table][key] for table in optimizer.sparse_tables for key in state[table]),
+            ]
+        )
+    assert len(runs[0]) == len(runs[1])
+    for got, expected in zip(*runs, strict=True):
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")
+def test_row_wise_tables_and_their_moments_start_on_huge_pages_also_after_a_resume() -> None:
+    train = replace(TrainConfig(), embedding_optimizer="lazy_adam")
+    models, optimizers = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(build_model("deepfm", SCHEMA, ExperimentConfig()))
+        optimizers.append(CTROptimizer(models[-1], train))
+    models[0](batch_with_oov_and_empty_sequences()).sum().backward()
+    optimizers[0].step()
+    optimizers[1].load_state_dict(optimizers[0].state_dict())
+    for optimizer in optimizers:
+        for table in optimizer.sparse_tables:
+            state = optimizer.row_wise_adam.state[table]
+            for tensor in (table, state["exp_avg"], state["exp_avg_sq"]):
+                assert tensor.data_ptr() % (2 << 20) == 0
+    loaded = optimizers[1].row_wise_adam.state
+    for table, twin in zip(optimizers[0].sparse_tables, optimizers[1].sparse_tables, strict=True):
+        for key, value in optimizers[0].row_wise_adam.state[table].items():
+            assert torch.equal(loaded[twin][key], value)

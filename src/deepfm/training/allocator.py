@@ -1,4 +1,6 @@
-"""Keep freed memory in the process: glibc's defaults cost the CPU training step page faults.
+"""Where the CPU training step's memory comes from: kept freed memory, and huge pages.
+
+`keep_freed_memory`: glibc's defaults cost the CPU training step page faults.
 
 A training step allocates and frees many tensors of about a megabyte. By default glibc
 serves such blocks with `mmap` and returns them (and the freed top of the heap) to the OS
@@ -13,6 +15,9 @@ with 1 GiB, which glibc accepted, two-process DDP training aborted now and then 
 0 of 12 with 32 MiB), and once more with 32 MiB in a full test run under load. So the
 trainer leaves glibc's defaults alone inside a process group (DDP ranks); a single
 process, where nothing else allocates while the thresholds change, keeps the speed-up.
+
+`zeros_on_huge_pages` / `on_huge_pages`: memory for the row-wise tables and their Adam
+moments, which every step reads and writes at random rows, on transparent huge pages.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import mmap
 import sys
+
+import torch
+from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +57,31 @@ def keep_freed_memory() -> bool:
     if not done:
         logger.debug("mallopt refused the allocator thresholds")
     return done
+
+
+_HUGE_PAGE = 2 << 20  # x86-64's transparent huge page
+
+
+def zeros_on_huge_pages(like: Tensor) -> Tensor:
+    """Zeros shaped like the CPU tensor `like`, in memory the kernel may back with 2 MiB pages.
+
+    A large embedding table and its Adam moments are read and written at random rows; with
+    4 KiB pages nearly every such row also misses the TLB, and huge pages cut that
+    (docs/benchmarks.md). The memory is a private anonymous mapping (zeros), advised
+    `MADV_HUGEPAGE` before it is first touched: it gets huge pages where transparent huge
+    pages are `always` or `madvise`. The tensor keeps the mapping alive. Off the CPU, or
+    without `MADV_HUGEPAGE` (not Linux), it is `torch.zeros_like(like)`.
+    """
+    if like.device.type != "cpu" or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.zeros_like(like)
+    nbytes = like.numel() * like.element_size()
+    mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mapping.madvise(mmap.MADV_HUGEPAGE)
+    raw = torch.frombuffer(mapping, dtype=torch.uint8)
+    start = -raw.data_ptr() % _HUGE_PAGE  # whole huge pages from the start of the tensor
+    return raw[start : start + nbytes].view(like.dtype).view(like.shape)
+
+
+def on_huge_pages(tensor: Tensor) -> Tensor:
+    """A copy of `tensor` in memory from `zeros_on_huge_pages`."""
+    return zeros_on_huge_pages(tensor).copy_(tensor)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from deepfm.config import TrainConfig
 from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.layers.kernels import lookup_kernels
+from deepfm.training import allocator, distributed
 
 # Tables of at least this many values (rows x width: 6,250 rows of 16, or 100,000 rows of a
 # first-order table) are updated row-wise under `embedding_optimizer: auto`.
@@ -93,6 +94,9 @@ class RowWiseAdam(torch.optim.Optimizer):
     untouched. A table's step count is the number of steps that looked any of its rows up. A
     gradient with duplicate indices is coalesced first (`FeatureEmbedding` hands over
     coalesced ones, their duplicates summed with the deterministic `index_add_`).
+    `step_rows` takes the rows and their gradients directly (what `FeatureEmbedding`'s
+    backward calls). The moments are on huge pages (`allocator.zeros_on_huge_pages`): they are
+    read and written at random rows.
 
     Args:
         params: tables whose gradients are sparse COO tensors.
@@ -118,14 +122,18 @@ class RowWiseAdam(torch.optim.Optimizer):
         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Adam's state per table (`step`, `exp_avg`, `exp_avg_sq`); a `ValueError` for the
-        `(V, 2, dim)` `moments` layout that deepfm wrote before."""
+        """Adam's state per table (`step`, `exp_avg`, `exp_avg_sq`; the moments copied onto
+        huge pages, as the first step creates them); a `ValueError` for the `(V, 2, dim)`
+        `moments` layout that deepfm wrote before."""
         if any("moments" in saved for saved in state_dict["state"].values()):
             raise ValueError(
                 "row-wise Adam state in an older layout ('moments'): saved by an earlier "
                 "deepfm; delete this checkpoint to train from the start"
             )
         super().load_state_dict(state_dict)
+        for state in self.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = allocator.on_huge_pages(state[key])
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
@@ -135,47 +143,68 @@ class RowWiseAdam(torch.optim.Optimizer):
                 continue
             kernels = lookup_kernels(params)
             ascending = kernels.strictly_ascending if kernels is not None else _ascending
-            rows = [_sparse_rows(param, ascending) for param in params]
-            indices, grads = zip(*rows, strict=True)
-            states = [_adam_state(self, param) for param in params]
-            steps = [state["step"] for state in states]
-            exp_avgs = [state["exp_avg"] for state in states]
-            exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-            if kernels is not None:  # the same gather, step and write-back in one call
-                _increment(steps)
-                kernels.row_wise_adam(
-                    params,
-                    indices,
-                    grads,
-                    exp_avgs,
-                    exp_avg_sqs,
-                    steps,
-                    group["lr"],
-                    *group["betas"],
-                    group["weight_decay"],
-                    group["eps"],
-                )
-                continue
-            # The looked-up rows of each table's weights and moments, gathered (the fused
-            # kernel needs contiguous tensors), stepped, written back.
-            tensors = [params, exp_avgs, exp_avg_sqs]
-            gathered = [
-                [t.index_select(0, i) for t, i in zip(ts, indices, strict=True)] for ts in tensors
-            ]
-            _fused_adam_step(group, gathered[0], list(grads), *gathered[1:], steps)
-            for targets, rows in zip(tensors, gathered, strict=True):
-                for target, index, row in zip(targets, indices, rows, strict=True):
-                    target.index_copy_(0, index, row)
+            indices, grads = zip(*(_sparse_rows(p, ascending) for p in params), strict=True)
+            self._step_rows(group, params, list(indices), list(grads))
+
+    @torch.no_grad()
+    def step_rows(self, params: list[Tensor], indices: list[Tensor], grads: list[Tensor]) -> None:
+        """One step of the tables `params` (of a one-group optimizer) at their rows
+        `indices[t]` (int64, distinct, ascending) with gradient rows `grads[t]`: `step` with
+        these as the sparse gradients. What `FeatureEmbedding`'s backward calls when it
+        updates its row-wise tables itself (`update_rows_in_backward`)."""
+        (group,) = self.param_groups
+        self._step_rows(group, params, indices, grads)
+
+    def _step_rows(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        indices: list[Tensor],
+        grads: list[Tensor],
+    ) -> None:
+        states = [_adam_state(self, param, allocator.zeros_on_huge_pages) for param in params]
+        steps = [state["step"] for state in states]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        kernels = lookup_kernels(params)
+        if kernels is not None:  # the same step count, gather, step and write-back in one call
+            kernels.row_wise_adam(
+                params,
+                indices,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                steps,
+                group["lr"],
+                *group["betas"],
+                group["weight_decay"],
+                group["eps"],
+            )
+            return
+        # The looked-up rows of each table's weights and moments, gathered (the fused kernel
+        # needs contiguous tensors), stepped, written back.
+        tensors = [params, exp_avgs, exp_avg_sqs]
+        gathered = [
+            [t.index_select(0, i) for t, i in zip(ts, indices, strict=True)] for ts in tensors
+        ]
+        _fused_adam_step(group, gathered[0], grads, *gathered[1:], steps)
+        for targets, rows in zip(tensors, gathered, strict=True):
+            for target, index, row in zip(targets, indices, rows, strict=True):
+                target.index_copy_(0, index, row)
 
 
-def _adam_state(optimizer: torch.optim.Optimizer, param: Tensor) -> dict[str, Tensor]:
+def _adam_state(
+    optimizer: torch.optim.Optimizer,
+    param: Tensor,
+    zeros: Callable[[Tensor], Tensor] = torch.zeros_like,
+) -> dict[str, Tensor]:
     """`param`'s state in `optimizer`, created on its first step as `torch.optim.Adam`
-    creates it: a float32 step count and two moments shaped like `param`."""
+    creates it: a float32 step count and two moments shaped like `param` (from `zeros`)."""
     state = optimizer.state[param]
     if not state:
         state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg"] = zeros(param)
+        state["exp_avg_sq"] = zeros(param)
     return state
 
 
@@ -239,6 +268,11 @@ class CTROptimizer:
     updated tables, and `RowWiseAdam` over the row-wise tables (whose gradients it makes
     sparse). Two L2 settings: `embedding_l2` for tables, `weight_decay` for the rest.
 
+    In one process the row-wise tables are stepped inside the backward pass, at the rows it
+    has just summed (`FeatureEmbedding.update_rows_in_backward`), with no `.grad` and no second
+    pass: the same update, bit for bit, as stepping them in `step`, which DDP ranks do after
+    averaging their sparse gradients.
+
     Args:
         model: a model with a `FeatureEmbedding`; its row-wise tables get sparse gradients.
         config: the `train` section (`lr`, `weight_decay`, `embedding_l2`,
@@ -283,6 +317,14 @@ class CTROptimizer:
             if row_wise
             else None
         )
+        for weight in row_wise:  # read and written at random rows: on huge pages
+            weight.data = allocator.on_huge_pages(weight.data)
+        # Whether the backward pass steps the row-wise tables (then `step` leaves them alone).
+        self.rows_in_backward = self.row_wise_adam is not None and distributed.world_size() == 1
+        if self.rows_in_backward:
+            for module in model.modules():
+                if isinstance(module, FeatureEmbedding):
+                    module.update_rows_in_backward(self.row_wise_adam.step_rows)
 
     def zero_grad(self) -> None:
         """Drop every gradient, as `zero_grad(set_to_none=True)` does, in a plain loop
@@ -293,7 +335,7 @@ class CTROptimizer:
     @torch.no_grad()
     def step(self) -> None:
         self.adam.step()
-        if self.row_wise_adam is not None:
+        if self.row_wise_adam is not None and not self.rows_in_backward:
             self.row_wise_adam.step()
 
     def state_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import torch
@@ -12,6 +12,10 @@ from deepfm.data.schema import FeatureType, FieldSpec, Schema
 from deepfm.models.layers.kernels import lookup_kernels, slot_sum
 
 EMBEDDING_INIT_STD = 1e-2
+
+# Steps tables at their looked-up rows: (tables, each one's distinct rows ascending, the
+# gradient at those rows). `RowWiseAdam.step_rows` is one.
+RowStep = Callable[[list[Tensor], list[Tensor], list[Tensor]], None]
 
 
 class EmbeddingViews(NamedTuple):
@@ -47,7 +51,9 @@ class FeatureEmbedding(nn.Module):
     field a gather of its `batch x max_len` rows and a masked mean. All lookups are one autograd
     node whose backward writes each table's gradient directly: dense (the looked-up rows'
     gradients summed into a `(V, dim)` tensor), or sparse, one row per looked-up index, for
-    the tables given to `use_sparse_gradients` (the trainer's row-wise tables).
+    the tables given to `use_sparse_gradients` (the trainer's row-wise tables). With a
+    `RowStep` given to `update_rows_in_backward`, the backward steps those tables itself
+    instead, at their looked-up rows, and leaves their `.grad` None.
 
     Args:
         schema: the ordered fields, at least one of them sparse; every output follows their
@@ -92,6 +98,7 @@ class FeatureEmbedding(nn.Module):
         fields = list(schema.fields.values())
         self.sparse_fields = [s.name for s in fields if s.feature_type is FeatureType.SPARSE]
         self.sequence_fields = [s.name for s in fields if s.feature_type is FeatureType.SEQUENCE]
+        self.row_step: RowStep | None = None
         if not self.sparse_fields:
             raise ValueError("FeatureEmbedding needs at least one sparse field")
         self.second_order_embeddings = nn.ModuleDict(
@@ -119,6 +126,14 @@ class FeatureEmbedding(nn.Module):
         for _, table in self.named_tables():
             table.sparse = id(table.weight) in chosen  # what DDP reads to expect a sparse grad
 
+    def update_rows_in_backward(self, step: RowStep | None) -> None:
+        """Have each backward pass call `step` with the sparse-gradient tables, their
+        looked-up rows and the gradient at those rows (what their sparse gradients hold),
+        instead of giving them gradients; None: sparse gradients again. One call per backward
+        for all of them, while their gradient rows are fresh: the trainer's row-wise Adam step
+        without a second pass over `.grad` (in one process; DDP averages gradients first)."""
+        self.row_step = step
+
     def named_tables(self) -> list[tuple[str, nn.Embedding | nn.EmbeddingBag]]:
         """Every table with the field it belongs to, second-order tables first."""
         tables = list(self.second_order_embeddings.items())
@@ -135,6 +150,7 @@ class FeatureEmbedding(nn.Module):
             self.fm_embed_dim if self.with_field_embeddings else None,
             [table.sparse for table in tables],
             projected,
+            self.row_step,
         )
         first_order, field_embeddings, flat_embeddings = _TableLookup.apply(
             [batch[name] for name in names],
@@ -148,13 +164,14 @@ class FeatureEmbedding(nn.Module):
 class _LookupPlan(NamedTuple):
     """What `_TableLookup` computes: the first-order sum (its tables follow the second-order
     ones), the field vectors' width (None: no field vectors), which tables take sparse
-    gradients, and which fields are projected (their projection weights follow the tables,
-    in field order)."""
+    gradients, which fields are projected (their projection weights follow the tables, in
+    field order), and what steps the sparse tables in backward (None: sparse gradients)."""
 
     first_order: bool
     field_dim: int | None
     sparse: list[bool]
     projected: list[bool]
+    row_step: RowStep | None
 
 
 class _Lookup(NamedTuple):
@@ -238,6 +255,7 @@ class _TableLookup(torch.autograd.Function):
         tables, projections = weights[:count], iter(weights[count:])
         ctx.indices, ctx.plan = indices, plan
         ctx.shapes = [table.shape for table in tables]
+        ctx.tables = tables if plan.row_step is not None else None
         ctx.kernels = lookup_kernels(list(tables))
         field_embeddings = None
         if plan.field_dim is not None:
@@ -312,6 +330,8 @@ class _TableLookup(torch.autograd.Function):
                 num_rows + [-1] * (2 * fields - len(num_rows)),
             )[: len(num_rows)]
         sparse = [want and chosen for want, chosen in zip(wanted, plan.sparse, strict=True)]
+        # Per sparse table: its distinct looked-up rows (ascending) and the gradient at them.
+        sparse_rows: dict[int, tuple[Tensor, Tensor]] = {}
         if ctx.kernels is not None and any(sparse):
             # Field f's distinct rows at f, table t's gradient at them at F + t.
             rows_and_sums = ctx.kernels.row_wise_backward(
@@ -323,18 +343,15 @@ class _TableLookup(torch.autograd.Function):
             )
             for position, chosen in enumerate(sparse):
                 if chosen:
-                    table_grads[position] = torch.sparse_coo_tensor(
-                        rows_and_sums[position % fields].unsqueeze(0),
+                    sparse_rows[position] = (
+                        rows_and_sums[position % fields],
                         rows_and_sums[fields + position],
-                        ctx.shapes[position],
-                        is_coalesced=True,
-                        check_invariants=False,
                     )
         entries: dict[int, _Entries] = {}  # per field (shared by its two tables)
         distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per field: its distinct indices
         for position, (grad, shape) in enumerate(zip(upstream, ctx.shapes, strict=True)):
             field = position % fields
-            if not wanted[position] or table_grads[position] is not None:
+            if not wanted[position] or table_grads[position] is not None or position in sparse_rows:
                 continue
             if field not in entries:
                 entries[field] = _Lookup.of(ctx.indices[field]).entries()
@@ -349,9 +366,23 @@ class _TableLookup(torch.autograd.Function):
             index, inverse = distinct[field]
             summed = rows.new_zeros(len(index), *shape[1:]).index_add_(0, inverse, rows)
             summed *= (index != 0).unsqueeze(1)  # the OOV row stays zero
-            table_grads[position] = torch.sparse_coo_tensor(
-                index.unsqueeze(0), summed, shape, is_coalesced=True, check_invariants=False
+            sparse_rows[position] = (index, summed)
+        if plan.row_step is not None and sparse_rows:
+            positions = list(sparse_rows)
+            plan.row_step(
+                [ctx.tables[position] for position in positions],
+                [sparse_rows[position][0] for position in positions],
+                [sparse_rows[position][1] for position in positions],
             )
+        else:
+            for position, (index, summed) in sparse_rows.items():
+                table_grads[position] = torch.sparse_coo_tensor(
+                    index.unsqueeze(0),
+                    summed,
+                    ctx.shapes[position],
+                    is_coalesced=True,
+                    check_invariants=False,
+                )
         if field_grad is None:
             projection_grads = [None] * sum(plan.projected)
         return (None, None, *table_grads, *projection_grads)

@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -198,6 +199,8 @@ struct Matrix {
 
 // Rows ahead to prefetch where rows of a large table are read at random (cache misses).
 constexpr int64_t kAhead = 32;
+// Rows per task where row-wise Adam's gathers and write-backs are split over threads.
+constexpr int64_t kRowsPerTask = 256;
 
 [[noreturn]] void out_of_range(int64_t row, int64_t rows) {
   TORCH_CHECK(false, "index ", row, " out of range for ", rows, " rows");
@@ -525,21 +528,31 @@ std::vector<torch::Tensor> row_wise_backward(const std::vector<torch::Tensor>& i
   return out;
 }
 
-// Copies rows `index` of `from` into the contiguous `into` (rows, dim), prefetching ahead.
-static void take_rows(const Matrix& from, const torch::Tensor& index, float* into) {
-  const int64_t* rows = index.data_ptr<int64_t>();
-  const int64_t count = index.size(0);
-  for (int64_t r = 0; r < count; ++r) {
-    if (r + kAhead < count) __builtin_prefetch(from.data + rows[r + kAhead] * from.stride);
-    std::memcpy(into + r * from.dim, from.data + rows[r] * from.stride, from.dim * sizeof(float));
+// Copies `dim` floats, inlined for the pipeline's widths: a call to memcpy per row costs more
+// than copying a short row.
+inline void copy_row(float* to, const float* from, int64_t dim) {
+  switch (dim) {
+    case 1: *to = *from; return;
+    case 8: std::memcpy(to, from, 8 * sizeof(float)); return;
+    case 16: std::memcpy(to, from, 16 * sizeof(float)); return;
+    default: std::memcpy(to, from, dim * sizeof(float));
   }
 }
 
-// The reverse of take_rows: writes the rows of `from` back to rows `index` of `to`.
-static void put_rows(const float* from, const torch::Tensor& index, const Matrix& to) {
-  const int64_t* rows = index.data_ptr<int64_t>();
-  for (int64_t r = 0; r < index.size(0); ++r)
-    std::memcpy(to.data + rows[r] * to.stride, from + r * to.dim, to.dim * sizeof(float));
+// Copies rows rows[0:count] of `from` into the contiguous `into` (count, dim), prefetching ahead.
+static void take_rows(const Matrix& from, const int64_t* rows, int64_t count, float* into) {
+  for (int64_t r = 0; r < count; ++r) {
+    if (r + kAhead < count) __builtin_prefetch(from.data + rows[r + kAhead] * from.stride);
+    copy_row(into + r * from.dim, from.data + rows[r] * from.stride, from.dim);
+  }
+}
+
+// The reverse of take_rows: writes the rows of `from` back to rows rows[0:count] of `to`.
+static void put_rows(const float* from, const int64_t* rows, int64_t count, const Matrix& to) {
+  for (int64_t r = 0; r < count; ++r) {
+    if (r + kAhead < count) __builtin_prefetch(to.data + rows[r + kAhead] * to.stride, 1);
+    copy_row(to.data + rows[r] * to.stride, from + r * to.dim, to.dim);
+  }
 }
 
 // Whether `index` (int64, 1-D) is strictly ascending: a sparse gradient's indices that need
@@ -553,33 +566,52 @@ bool strictly_ascending(const torch::Tensor& index) {
   return true;
 }
 
-// One row-wise Adam step of float32 CPU tables: for each table, its rows `indices[t]` (distinct)
-// of the weights and both moments are gathered, stepped by PyTorch's fused Adam kernel with
-// gradient rows `grads[t]` and step count `steps[t]` (already incremented), all tables in one
-// call, and written back: what `RowWiseAdam.step` does with index_select, `_fused_adam_` and
-// index_copy_. The rows are gathered (prefetching ahead) and written back on all threads.
-void row_wise_adam(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& indices,
-                   const std::vector<torch::Tensor>& grads, const std::vector<torch::Tensor>& exp_avgs,
+// One row-wise Adam step of float32 CPU tables: each table's step count `steps[t]` goes up by
+// 1 and its rows `indices[t]` (distinct) of the weights and both moments are gathered, stepped
+// by PyTorch's fused Adam kernel with gradient rows `grads[t]` (all tables in one call) and
+// written back: what `RowWiseAdam` does with index_select, `_fused_adam_` and index_copy_.
+// Rows are gathered (prefetching ahead) and written back on all threads; every index is
+// checked before anything changes.
+void row_wise_adam(const std::vector<torch::Tensor>& params,
+                   const std::vector<torch::Tensor>& indices,
+                   const std::vector<torch::Tensor>& grads,
+                   const std::vector<torch::Tensor>& exp_avgs,
                    const std::vector<torch::Tensor>& exp_avg_sqs,
                    const std::vector<torch::Tensor>& steps, double lr, double beta1, double beta2,
                    double weight_decay, double eps) {
   const int64_t tables = params.size();
-  // Array a of table t (0: weights, 1: exp_avg, 2: exp_avg_sq) is task 3t + a; its rows go to
-  // gathered[3t + a]. Buffers are allocated here, copies split over threads.
+  // Array a of table t (0: weights, 1: exp_avg, 2: exp_avg_sq) is arrays[3t + a]; its rows go
+  // to gathered[3t + a]. The copies are split over threads in chunks of kRowsPerTask rows.
   std::vector<Matrix> arrays;
   std::vector<torch::Tensor> gathered;
+  std::vector<std::array<int64_t, 2>> tasks;  // (array, first row) of each chunk
   for (int64_t t = 0; t < tables; ++t) {
+    const int64_t count = indices[t].size(0);
     for (const auto* array : {&params[t], &exp_avgs[t], &exp_avg_sqs[t]}) {
       TORCH_CHECK(array->is_contiguous(), "row_wise_adam: contiguous tables and moments");
       arrays.push_back(Matrix::of(*array));
-      gathered.push_back(torch::empty({indices[t].size(0), arrays.back().dim}, array->options()));
+      gathered.push_back(torch::empty({count, arrays.back().dim}, array->options()));
+      for (int64_t first = 0; first < count; first += kRowsPerTask)
+        tasks.push_back({static_cast<int64_t>(arrays.size()) - 1, first});
     }
     const int64_t* rows = indices[t].data_ptr<int64_t>();
-    for (int64_t r = 0; r < indices[t].size(0); ++r) checked(rows[r], arrays.back().rows);
+    for (int64_t r = 0; r < count; ++r) checked(rows[r], arrays.back().rows);
   }
-  at::parallel_for(0, 3 * tables, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task)
-      take_rows(arrays[task], indices[task / 3], gathered[task].data_ptr<float>());
+  for (const auto& step : steps) *step.data_ptr<float>() += 1.0f;  // as Adam's step += 1
+  // Calls copy(array, its rows, how many, its gathered rows) for every chunk, on all threads.
+  const auto for_each_chunk = [&](const auto& copy) {
+    at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const auto [array, first] = tasks[task];
+        const torch::Tensor& index = indices[array / 3];
+        const int64_t count = std::min(kRowsPerTask, index.size(0) - first);
+        copy(arrays[array], index.data_ptr<int64_t>() + first, count,
+             gathered[array].data_ptr<float>() + first * arrays[array].dim);
+      }
+    });
+  };
+  for_each_chunk([](const Matrix& from, const int64_t* rows, int64_t count, float* into) {
+    take_rows(from, rows, count, into);
   });
   std::vector<torch::Tensor> weights, firsts, seconds;
   for (int64_t t = 0; t < tables; ++t) {
@@ -589,9 +621,8 @@ void row_wise_adam(const std::vector<torch::Tensor>& params, const std::vector<t
   }
   at::_fused_adam_(weights, grads, firsts, seconds, {}, steps, lr, beta1, beta2, weight_decay, eps,
                    /*amsgrad=*/false, /*maximize=*/false);
-  at::parallel_for(0, 3 * tables, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task)
-      put_rows(gathered[task].data_ptr<float>(), indices[task / 3], arrays[task]);
+  for_each_chunk([](const Matrix& to, const int64_t* rows, int64_t count, float* from) {
+    put_rows(from, rows, count, to);
   });
 }
 
