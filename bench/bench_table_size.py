@@ -9,7 +9,11 @@ per-round ratios, as the CPU's speed drifts):
 2. DeepFM with a 100,000-value sequence field in place of genres (20 values);
 3. where row-wise Adam starts to pay (what sets `ROW_WISE_MIN_VALUES`): DeepFM with user
    and movie tables of N rows each (16 wide), updated densely or row-wise (the other
-   tables, their one-wide first-order tables included, dense).
+   tables, their one-wide first-order tables included, dense);
+4. what two levers of the row-wise path give DeepFM with ml-25m-sized tables: stepping the
+   row-wise tables inside the backward pass (off: sparse gradients stepped by
+   `CTROptimizer.step`, as DDP ranks do) and huge pages for them and their moments (off:
+   ordinary pages), each turned off on its own and both together.
 
     python bench/bench_table_size.py [--rows 80000] [--rounds 3] [--device cuda]
 """
@@ -26,8 +30,9 @@ import torch
 from bench_models import schema_like, synthetic_dataset
 from deepfm.config import ExperimentConfig
 from deepfm.data.schema import Schema
+from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.models.registry import build_model
-from deepfm.training import optimizers
+from deepfm.training import allocator, optimizers
 from deepfm.training.trainer import Trainer
 
 
@@ -45,16 +50,32 @@ class Variant:
     """One DeepFM + data set + trainer; `epoch()` trains one epoch and returns samples/s."""
 
     def __init__(
-        self, label: str, schema: Schema, optimizer: str, rows: int, device: torch.device
+        self,
+        label: str,
+        schema: Schema,
+        optimizer: str,
+        rows: int,
+        device: torch.device,
+        in_backward: bool = True,
+        huge_pages: bool = True,
     ) -> None:
         config = ExperimentConfig()
         config = replace(config, train=replace(config.train, embedding_optimizer=optimizer))
         torch.manual_seed(0)
         self.label = label
         model = build_model("deepfm", schema, config).to(device)
+        zeros_on_huge_pages = allocator.zeros_on_huge_pages
+        if not huge_pages:  # read when the trainer builds its optimizer and at its first step
+            allocator.zeros_on_huge_pages = torch.zeros_like
         self.trainer = Trainer(model, config.train, device, 42)
+        if not in_backward:  # sparse gradients, stepped after the backward pass
+            self.trainer.optimizer.rows_in_backward = False
+            for module in model.modules():
+                if isinstance(module, FeatureEmbedding):
+                    module.update_rows_in_backward(None)
         self.data = synthetic_dataset(schema, rows).to(device)
         self.trainer._train_epoch(synthetic_dataset(schema, 20 * 1024, seed=1).to(device), 0)
+        allocator.zeros_on_huge_pages = zeros_on_huge_pages
         self.epochs = 0
 
     def epoch(self) -> float:
@@ -120,6 +141,7 @@ def main() -> None:
     print(ratio_row("auto", rates["small"], rates["large"]), flush=True)
 
     print("\nUser and movie tables of N rows each, dense against row-wise (the rest dense):\n")
+    row_wise_min_values = optimizers.ROW_WISE_MIN_VALUES
     print(header.format("rows per table", "dense Adam", "row-wise Adam"))
     for rows in (5_000, 20_000, 60_000, 160_000):
         schema = with_vocabularies(small, {"user_id": rows, "movie_id": rows})
@@ -129,6 +151,21 @@ def main() -> None:
         row_wise = Variant("row-wise", schema, "auto", args.rows, device)
         rates = compare([dense, row_wise], args.rounds)
         print(ratio_row(f"{rows:,}", rates["dense"], rates["row-wise"]), flush=True)
+    optimizers.ROW_WISE_MIN_VALUES = row_wise_min_values
+
+    print("\nDeepFM with ml-25m-sized tables, levers of the row-wise path turned off:\n")
+    print(header.format("turned off", "default", "lever off"))
+    levers = {
+        "stepped in backward": {"in_backward": False},
+        "huge pages": {"huge_pages": False},
+        "both": {"in_backward": False, "huge_pages": False},
+    }
+    variants = [Variant("default", large, "auto", args.rows, device)]
+    for name, off in levers.items():
+        variants.append(Variant(name, large, "auto", args.rows, device, **off))
+    rates = compare(variants, args.rounds)
+    for name in levers:
+        print(ratio_row(name, rates["default"], rates[name]), flush=True)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,8 @@ struct Matrix {
 
 // Rows ahead to prefetch where rows of a large table are read at random (cache misses).
 constexpr int64_t kAhead = 32;
+// Batch rows ahead to prefetch for a sequence field (each reads `slots` rows at random).
+constexpr int64_t kAheadBatchRows = 4;
 // Rows per task where row-wise Adam's gathers and write-backs are split over threads.
 constexpr int64_t kRowsPerTask = 256;
 
@@ -252,6 +254,14 @@ void forward_field(const FieldIndex& field, const Matrix& table, const Matrix* f
     float* out = flat + b * width;
     const Index* entries = index + b * slots;
     if (field.sequence) {
+      if (b + kAheadBatchRows < end) {
+        const Index* ahead = entries + kAheadBatchRows * slots;
+        for (int64_t l = 0; l < slots; ++l) {
+          if (ahead[l] < 0 || ahead[l] >= table.rows) continue;  // checked when it is read
+          __builtin_prefetch(table.data + ahead[l] * table.stride);
+          if (first != nullptr) __builtin_prefetch(first->data + ahead[l] * first->stride);
+        }
+      }
       slot_weights(entries, slots, weights.data());
       pool(entries, slots, table, weights.data(), partials.data(), out);
       if (first != nullptr) {
