@@ -72,7 +72,7 @@ def zeros_on_huge_pages(like: Tensor) -> Tensor:
     pages are `always` or `madvise`. The tensor keeps the mapping alive. Off the CPU, or
     without `MADV_HUGEPAGE` (not Linux), it is `torch.zeros_like(like)`.
     """
-    if like.device.type != "cpu" or not hasattr(mmap, "MADV_HUGEPAGE"):
+    if not _huge_pages_apply(like):
         return torch.zeros_like(like)
     nbytes = like.numel() * like.element_size()
     mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -83,5 +83,10 @@ def zeros_on_huge_pages(like: Tensor) -> Tensor:
 
 
 def on_huge_pages(tensor: Tensor) -> Tensor:
-    """A copy of `tensor` in memory from `zeros_on_huge_pages`."""
-    return zeros_on_huge_pages(tensor).copy_(tensor)
+    """A copy of `tensor` in memory from `zeros_on_huge_pages`; `tensor` itself where that
+    memory would be ordinary (off the CPU, not Linux)."""
+    return zeros_on_huge_pages(tensor).copy_(tensor) if _huge_pages_apply(tensor) else tensor
+
+
+def _huge_pages_apply(tensor: Tensor) -> bool:
+    return tensor.device.type == "cpu" and hasattr(mmap, "MADV_HUGEPAGE")
