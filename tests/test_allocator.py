@@ -53,3 +53,12 @@ def test_off_the_cpu_or_linux_it_is_plain_zeros(monkeypatch):
     table = torch.randn(10, 4)
     assert on_huge_pages(table) is table
     assert torch.count_nonzero(zeros_on_huge_pages(table)) == 0
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")
+def test_where_the_kernel_refuses_the_advice_the_memory_is_ordinary(monkeypatch):
+    monkeypatch.setattr(mmap, "MADV_HUGEPAGE", 0x7FFF)  # no such advice: madvise fails
+    with pytest.raises(OSError):
+        mmap.mmap(-1, 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS).madvise(0x7FFF)
+    table = torch.randn(100, 8)
+    assert torch.equal(on_huge_pages(table), table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import math
 import mmap
 from dataclasses import replace
@@ -350,7 +351,10 @@ def test_row_wise_tables_and_their_moments_start_on_huge_pages_also_after_a_resu
         optimizers.append(CTROptimizer(models[-1], train))
     models[0](batch_with_oov_and_empty_sequences()).sum().backward()
     optimizers[0].step()
-    optimizers[1].load_state_dict(optimizers[0].state_dict())
+    checkpoint = io.BytesIO()  # a resume loads the state from a file: new tensors
+    torch.save(optimizers[0].state_dict(), checkpoint)
+    checkpoint.seek(0)
+    optimizers[1].load_state_dict(torch.load(checkpoint))
     for optimizer in optimizers:
         for table in optimizer.sparse_tables:
             state = optimizer.row_wise_adam.state[table]

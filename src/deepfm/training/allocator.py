@@ -22,6 +22,7 @@ moments, which every step reads and writes at random rows, on transparent huge p
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -69,14 +70,16 @@ def zeros_on_huge_pages(like: Tensor) -> Tensor:
     4 KiB pages nearly every such row also misses the TLB, and huge pages cut that
     (docs/benchmarks.md). The memory is a private anonymous mapping (zeros), advised
     `MADV_HUGEPAGE` before it is first touched: it gets huge pages where transparent huge
-    pages are `always` or `madvise`. The tensor keeps the mapping alive. Off the CPU, or
-    without `MADV_HUGEPAGE` (not Linux), it is `torch.zeros_like(like)`.
+    pages are `always` or `madvise`, ordinary pages where the kernel refuses the advice. The
+    tensor keeps the mapping alive. Off the CPU, or without `MADV_HUGEPAGE` (not Linux), it is
+    `torch.zeros_like(like)`.
     """
     if not _huge_pages_apply(like):
         return torch.zeros_like(like)
     nbytes = like.numel() * like.element_size()
     mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    mapping.madvise(mmap.MADV_HUGEPAGE)
+    with contextlib.suppress(OSError):  # a kernel without huge pages refuses: ordinary ones
+        mapping.madvise(mmap.MADV_HUGEPAGE)
     raw = torch.frombuffer(mapping, dtype=torch.uint8)
     start = -raw.data_ptr() % _HUGE_PAGE  # whole huge pages from the start of the tensor
     return raw[start : start + nbytes].view(like.dtype).view(like.shape)
@@ -89,4 +92,5 @@ def on_huge_pages(tensor: Tensor) -> Tensor:
 
 
 def _huge_pages_apply(tensor: Tensor) -> bool:
+    """Whether `zeros_on_huge_pages` maps memory for `tensor` (else it is `zeros_like`)."""
     return tensor.device.type == "cpu" and hasattr(mmap, "MADV_HUGEPAGE")
