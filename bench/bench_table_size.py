@@ -66,7 +66,7 @@ class Variant:
         model = build_model("deepfm", schema, config).to(device)
         zeros_on_huge_pages = allocator.zeros_on_huge_pages
         if not huge_pages:  # read when the trainer builds its optimizer and at its first step
-            allocator.zeros_on_huge_pages = torch.zeros_like
+            allocator.zeros_on_huge_pages = lambda shape, like: like.new_zeros(shape)
         self.trainer = Trainer(model, config.train, device, 42)
         if not in_backward:  # sparse gradients, stepped after the backward pass
             self.trainer.optimizer.rows_in_backward = False

@@ -27,10 +27,10 @@ def anon_huge_kib() -> int:
 def test_huge_page_tensors_hold_the_values_start_on_a_huge_page_and_outlive_their_maker():
     table = torch.randn(3000, 16)
     copy = on_huge_pages(table)
-    zeros = zeros_on_huge_pages(table)
+    zeros = zeros_on_huge_pages((3000, 2, 16), table)
     gc.collect()  # nothing but the tensors keeps their mappings alive
     assert torch.equal(copy, table) and copy.data_ptr() != table.data_ptr()
-    assert zeros.shape == table.shape and zeros.dtype == table.dtype
+    assert zeros.shape == (3000, 2, 16) and zeros.dtype == table.dtype
     assert torch.count_nonzero(zeros) == 0
     assert copy.data_ptr() % HUGE_PAGE == 0 and zeros.data_ptr() % HUGE_PAGE == 0
     copy[2999] = 1.0  # still writable memory
@@ -43,7 +43,7 @@ def test_huge_page_tensors_hold_the_values_start_on_a_huge_page_and_outlive_thei
 )
 def test_a_huge_page_tensor_is_backed_by_huge_pages_once_written():
     before = anon_huge_kib()
-    table = zeros_on_huge_pages(torch.empty(4 * HUGE_PAGE // 4))  # 8 MiB of float32
+    table = zeros_on_huge_pages((4 * HUGE_PAGE // 4,), torch.empty(0))  # 8 MiB of float32
     table.fill_(1.0)
     assert anon_huge_kib() - before >= HUGE_PAGE // 1024
 
@@ -52,7 +52,8 @@ def test_off_the_cpu_or_linux_it_is_plain_zeros(monkeypatch):
     monkeypatch.delattr(mmap, "MADV_HUGEPAGE", raising=False)
     table = torch.randn(10, 4)
     assert on_huge_pages(table) is table
-    assert torch.count_nonzero(zeros_on_huge_pages(table)) == 0
+    zeros = zeros_on_huge_pages((20, 4), table)
+    assert zeros.shape == (20, 4) and torch.count_nonzero(zeros) == 0
 
 
 @pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")

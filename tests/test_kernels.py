@@ -1,7 +1,7 @@
 """The fused CPU kernels give PyTorch's bits, and the layers built on them their gradients.
 
 The attention kernels (`attention_forward`, `attention_backward`) and the embedding lookups
-(`lookup_forward`, `lookup_backward`, `row_wise_backward`) and the row-wise Adam step
+(`lookup_forward`, `lookup_backward`) and the row-wise Adam step
 (`row_wise_adam`) run compiled C++ where they can; these tests pin that
 they compute exactly what the PyTorch ops they replace compute (same float operations, same
 order), that the attention layer has the gradients of the plain formulation, and that
@@ -258,8 +258,8 @@ def same_bits(got: Tensor, expected: Tensor) -> bool:
 # Positions in `named_tables()` (7 second-order tables, then 7 first-order ones).
 @pytest.mark.parametrize("row_wise", [(), (0, 1, 4, 7, 8, 11), (0, 3, 4, 6, 13)])
 def test_lookup_kernels_give_the_pytorch_paths_bits(batch, dtype, row_wise, monkeypatch):
-    """Views and gradients with the compiled lookups (`lookup_forward`, `lookup_backward`,
-    `row_wise_backward`) and with the PyTorch ops: sparse fields 16, 4 and 8 wide, sequence
+    """Views and gradients with the compiled lookups (`lookup_forward`, `lookup_backward`)
+    and with the PyTorch ops: sparse fields 16, 4 and 8 wide, sequence
     fields of 6, 10, 3 and 1 slots, OOV rows, padding, all-padding rows, and tables with
     sparse gradients (both of a field's tables, or one of them) next to dense ones."""
     torch.manual_seed(0)
@@ -316,12 +316,9 @@ def test_lookup_kernels_reject_an_index_out_of_range():
     with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
         compiled.lookup_forward(indices, tables, [], None)
     grads = [torch.ones(2, 4), torch.ones(2, 8)]
-    with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
-        compiled.lookup_backward(indices, grads, torch.ones(2, 1), [5, 3, -1, -1])
-    with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
-        compiled.row_wise_backward(
-            indices, grads, torch.ones(2, 1), [5, 3], [True, True, False, False]
-        )
+    for row_wise in ([False] * 4, [True, True, False, False]):  # dense, then sparse gradients
+        with pytest.raises(RuntimeError, match="index 3 out of range for 3 rows"):
+            compiled.lookup_backward(indices, grads, torch.ones(2, 1), [5, 3, -1, -1], row_wise)
     indices[1] = torch.tensor([[1, 2], [0, -1]])
     with pytest.raises(RuntimeError, match="index -1 out of range for 3 rows"):
         compiled.lookup_forward(indices, tables, [], None)

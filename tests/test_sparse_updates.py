@@ -342,7 +342,7 @@ def test_row_wise_tables_stepped_in_backward_get_the_bits_of_stepping_them_after
 
 
 @pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="no MADV_HUGEPAGE here")
-def test_row_wise_tables_and_their_moments_start_on_huge_pages_also_after_a_resume() -> None:
+def test_row_wise_tables_and_paired_moments_start_on_huge_pages_also_after_a_resume() -> None:
     train = replace(TrainConfig(), embedding_optimizer="lazy_adam")
     models, optimizers = [], []
     for _ in range(2):
@@ -358,8 +358,12 @@ def test_row_wise_tables_and_their_moments_start_on_huge_pages_also_after_a_resu
     for optimizer in optimizers:
         for table in optimizer.sparse_tables:
             state = optimizer.row_wise_adam.state[table]
-            for tensor in (table, state["exp_avg"], state["exp_avg_sq"]):
-                assert tensor.data_ptr() % (2 << 20) == 0
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            assert table.data_ptr() % (2 << 20) == 0 and exp_avg.data_ptr() % (2 << 20) == 0
+            # The halves of one (V, 2, dim) block: a row's two moments side by side.
+            dim = table.shape[1]
+            assert exp_avg.stride() == exp_avg_sq.stride() == (2 * dim, 1)
+            assert exp_avg_sq.data_ptr() == exp_avg.data_ptr() + dim * exp_avg.element_size()
     loaded = optimizers[1].row_wise_adam.state
     for table, twin in zip(optimizers[0].sparse_tables, optimizers[1].sparse_tables, strict=True):
         for key, value in optimizers[0].row_wise_adam.state[table].items():

@@ -26,8 +26,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import math
 import mmap
 import sys
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -63,8 +65,9 @@ def keep_freed_memory() -> bool:
 _HUGE_PAGE = 2 << 20  # x86-64's transparent huge page
 
 
-def zeros_on_huge_pages(like: Tensor) -> Tensor:
-    """Zeros shaped like the CPU tensor `like`, in memory the kernel may back with 2 MiB pages.
+def zeros_on_huge_pages(shape: Sequence[int], like: Tensor) -> Tensor:
+    """Zeros of `shape` with the dtype and device of `like`, in memory the kernel may back with
+    2 MiB pages where `like` is on the CPU.
 
     A large embedding table and its Adam moments are read and written at random rows; with
     4 KiB pages nearly every such row also misses the TLB, and huge pages cut that
@@ -72,23 +75,25 @@ def zeros_on_huge_pages(like: Tensor) -> Tensor:
     `MADV_HUGEPAGE` before it is first touched: it gets huge pages where transparent huge
     pages are `always` or `madvise`, ordinary pages where the kernel refuses the advice. The
     tensor keeps the mapping alive. Off the CPU, or without `MADV_HUGEPAGE` (not Linux), it is
-    `torch.zeros_like(like)`.
+    `like.new_zeros(shape)`.
     """
     if not _huge_pages_apply(like):
-        return torch.zeros_like(like)
-    nbytes = like.numel() * like.element_size()
+        return like.new_zeros(shape)
+    nbytes = math.prod(shape) * like.element_size()
     mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with contextlib.suppress(OSError):  # a kernel without huge pages refuses: ordinary ones
         mapping.madvise(mmap.MADV_HUGEPAGE)
     raw = torch.frombuffer(mapping, dtype=torch.uint8)
     start = -raw.data_ptr() % _HUGE_PAGE  # whole huge pages from the start of the tensor
-    return raw[start : start + nbytes].view(like.dtype).view(like.shape)
+    return raw[start : start + nbytes].view(like.dtype).view(tuple(shape))
 
 
 def on_huge_pages(tensor: Tensor) -> Tensor:
     """A copy of `tensor` in memory from `zeros_on_huge_pages`; `tensor` itself where that
     memory would be ordinary (off the CPU, not Linux)."""
-    return zeros_on_huge_pages(tensor).copy_(tensor) if _huge_pages_apply(tensor) else tensor
+    if not _huge_pages_apply(tensor):
+        return tensor
+    return zeros_on_huge_pages(tensor.shape, tensor).copy_(tensor)
 
 
 def _huge_pages_apply(tensor: Tensor) -> bool:

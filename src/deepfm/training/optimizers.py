@@ -18,11 +18,11 @@ update reads):
 `ROW_WISE_MIN_VALUES` values (rows x width) row-wise and smaller ones densely: on small
 tables dense Adam is as cheap and keeps the exact `torch.optim.Adam` semantics; on large
 ones it would dominate the step. The bound counts values, because a dense step costs per
-value; with the compiled row-wise step (`row_wise_backward` and `row_wise_adam` in
-kernels.cpp) row-wise Adam costs within a few percent of dense Adam at 80,000-320,000
-values (5,000-20,000 rows of 16) and less beyond (docs/benchmarks.md measures both), so
-the bound sits at the low end of that range and a one-wide first-order table of 100,000
-rows or more is updated row-wise too.
+value; with the compiled row-wise step (`lookup_backward`'s sparse gradients and
+`row_wise_adam` in kernels.cpp) row-wise Adam costs within a few percent of dense Adam at
+80,000-320,000 values (5,000-20,000 rows of 16) and less beyond (docs/benchmarks.md
+measures both), so the bound sits at the low end of that range and a one-wide first-order
+table of 100,000 rows or more is updated row-wise too.
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ class RowWiseAdam(torch.optim.Optimizer):
     gradient with duplicate indices is coalesced first (`FeatureEmbedding` hands over
     coalesced ones, their duplicates summed with the deterministic `index_add_`).
     `step_rows` takes the rows and their gradients directly (what `FeatureEmbedding`'s
-    backward calls). The moments are on huge pages (`allocator.zeros_on_huge_pages`): they are
-    read and written at random rows.
+    backward calls). A table's two moments are the halves `[:, 0]` and `[:, 1]` of one
+    `(V, 2, dim)` block on huge pages (`_moment_pair`): they are read and written at random
+    rows, and side by side a row's two moments are one memory access instead of two.
 
     Args:
         params: tables whose gradients are sparse COO tensors.
@@ -122,9 +123,9 @@ class RowWiseAdam(torch.optim.Optimizer):
         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Adam's state per table (`step`, `exp_avg`, `exp_avg_sq`; the moments copied onto
-        huge pages, as the first step creates them); a `ValueError` for the `(V, 2, dim)`
-        `moments` layout that deepfm wrote before."""
+        """Adam's state per table (`step`, `exp_avg`, `exp_avg_sq`; the moments copied side by
+        side onto huge pages, as the first step creates them); a `ValueError` for the
+        `moments` entry that deepfm wrote before."""
         if any("moments" in saved for saved in state_dict["state"].values()):
             raise ValueError(
                 "row-wise Adam state in an older layout ('moments'): saved by an earlier "
@@ -132,8 +133,9 @@ class RowWiseAdam(torch.optim.Optimizer):
             )
         super().load_state_dict(state_dict)
         for state in self.state.values():
-            for key in ("exp_avg", "exp_avg_sq"):
-                state[key] = allocator.on_huge_pages(state[key])
+            exp_avg, exp_avg_sq = _moment_pair(state["exp_avg"])
+            state["exp_avg"] = exp_avg.copy_(state["exp_avg"])
+            state["exp_avg_sq"] = exp_avg_sq.copy_(state["exp_avg_sq"])
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:
@@ -162,7 +164,7 @@ class RowWiseAdam(torch.optim.Optimizer):
         indices: list[Tensor],
         grads: list[Tensor],
     ) -> None:
-        states = [_adam_state(self, param, allocator.zeros_on_huge_pages) for param in params]
+        states = [_adam_state(self, param, _moment_pair) for param in params]
         steps = [state["step"] for state in states]
         exp_avgs = [state["exp_avg"] for state in states]
         exp_avg_sqs = [state["exp_avg_sq"] for state in states]
@@ -196,16 +198,28 @@ class RowWiseAdam(torch.optim.Optimizer):
 def _adam_state(
     optimizer: torch.optim.Optimizer,
     param: Tensor,
-    zeros: Callable[[Tensor], Tensor] = torch.zeros_like,
+    moments: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> dict[str, Tensor]:
     """`param`'s state in `optimizer`, created on its first step as `torch.optim.Adam`
-    creates it: a float32 step count and two moments shaped like `param` (from `zeros`)."""
+    creates it: a float32 step count and two zero moments shaped like `param` (from
+    `moments`, else `torch.zeros_like`)."""
     state = optimizer.state[param]
     if not state:
         state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-        state["exp_avg"] = zeros(param)
-        state["exp_avg_sq"] = zeros(param)
+        if moments is None:
+            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(param), torch.zeros_like(param)
+        else:
+            state["exp_avg"], state["exp_avg_sq"] = moments(param)
     return state
+
+
+def _moment_pair(table: Tensor) -> tuple[Tensor, Tensor]:
+    """Two zero tensors shaped like the `(V, dim)` `table`, the halves `[:, 0]` and `[:, 1]`
+    of one `(V, 2, dim)` block on huge pages: a row-wise table's Adam moments, which every
+    step reads and writes at the same random rows; side by side, a row's two moments are one
+    memory access instead of two (with `dim` 8, one cache line)."""
+    block = allocator.zeros_on_huge_pages((table.shape[0], 2, *table.shape[1:]), table)
+    return block[:, 0], block[:, 1]
 
 
 def _fused_adam_step(

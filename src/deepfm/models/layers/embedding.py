@@ -244,9 +244,9 @@ class _TableLookup(torch.autograd.Function):
     gradients added), then each table's gradient straight from its rows' gradients, with
     no per-lookup graph nodes: summed into a dense `(V, dim)` tensor, or a coalesced sparse
     COO tensor, one row per distinct index (found once per field for both its tables). Sums
-    add in entry order. On the CPU the compiled `lookup_forward`, `lookup_backward` and
-    `row_wise_backward` do the lookups and the dense and sparse gradients (same bits as the
-    PyTorch ops here); deterministic on the CPU."""
+    add in entry order. On the CPU the compiled `lookup_forward` and `lookup_backward` do the
+    lookups and the dense and sparse gradients (same bits as the PyTorch ops here);
+    deterministic on the CPU."""
 
     @staticmethod
     def forward(ctx: Any, indices: list[Tensor], plan: _LookupPlan, *weights: Tensor) -> Any:
@@ -316,37 +316,25 @@ class _TableLookup(torch.autograd.Function):
             ctx.needs_input_grad[2 + position] and upstream[position] is not None
             for position in range(len(ctx.shapes))
         ]
-        dense = [want and not sparse for want, sparse in zip(wanted, plan.sparse, strict=True)]
         table_grads: list[Tensor | None] = [None] * len(ctx.shapes)
-        if ctx.kernels is not None and any(dense):
-            # The kernel skips the tables given -1 rows (and first-order ones, if there are none).
-            num_rows = [
-                shape[0] if chosen else -1 for shape, chosen in zip(ctx.shapes, dense, strict=True)
-            ]
-            table_grads = ctx.kernels.lookup_backward(
-                [index.contiguous() for index in ctx.indices],
-                [grad if grad is not None else flat.new_empty(0, 1) for grad in raw_grads],
-                first_order_grad if first_order_grad is not None else flat.new_empty(0, 1),
-                num_rows + [-1] * (2 * fields - len(num_rows)),
-            )[: len(num_rows)]
-        sparse = [want and chosen for want, chosen in zip(wanted, plan.sparse, strict=True)]
         # Per sparse table: its distinct looked-up rows (ascending) and the gradient at them.
         sparse_rows: dict[int, tuple[Tensor, Tensor]] = {}
-        if ctx.kernels is not None and any(sparse):
-            # Field f's distinct rows at f, table t's gradient at them at F + t.
-            rows_and_sums = ctx.kernels.row_wise_backward(
+        if ctx.kernels is not None and any(wanted):
+            # The kernel skips the tables given -1 rows (and first-order ones, if there are none).
+            missing = 2 * fields - len(ctx.shapes)
+            dense, distinct_rows, sums = ctx.kernels.lookup_backward(
                 [index.contiguous() for index in ctx.indices],
                 [grad if grad is not None else flat.new_empty(0, 1) for grad in raw_grads],
                 first_order_grad if first_order_grad is not None else flat.new_empty(0, 1),
-                [shape[0] for shape in ctx.shapes[:fields]],
-                sparse + [False] * (2 * fields - len(sparse)),
+                [shape[0] if want else -1 for shape, want in zip(ctx.shapes, wanted, strict=True)]
+                + [-1] * missing,
+                list(plan.sparse) + [False] * missing,
             )
-            for position, chosen in enumerate(sparse):
-                if chosen:
-                    sparse_rows[position] = (
-                        rows_and_sums[position % fields],
-                        rows_and_sums[fields + position],
-                    )
+            for position, want in enumerate(wanted):
+                if want and plan.sparse[position]:
+                    sparse_rows[position] = (distinct_rows[position % fields], sums[position])
+                elif want:
+                    table_grads[position] = dense[position]
         entries: dict[int, _Entries] = {}  # per field (shared by its two tables)
         distinct: dict[int, tuple[Tensor, Tensor]] = {}  # per field: its distinct indices
         for position, (grad, shape) in enumerate(zip(upstream, ctx.shapes, strict=True)):

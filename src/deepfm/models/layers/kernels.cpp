@@ -1,15 +1,14 @@
 // CPU kernels that compute what a few PyTorch ops compute, with the same float operations in
 // the same order (same bits), in one pass (see kernels.py): the attention layer's forward and
 // backward (attention_forward, attention_backward), the embedding lookups with their
-// gradients (lookup_forward, lookup_backward, row_wise_backward) and the row-wise Adam step
-// (row_wise_adam, around PyTorch's own fused Adam kernel). Built with -ffp-contract=off: no
-// fused multiply-add.
+// gradients (lookup_forward, lookup_backward) and the row-wise Adam step (row_wise_adam,
+// around PyTorch's own fused Adam kernel). Built with -ffp-contract=off: no fused multiply-add.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <array>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -201,8 +200,16 @@ struct Matrix {
 constexpr int64_t kAhead = 32;
 // Batch rows ahead to prefetch for a sequence field (each reads `slots` rows at random).
 constexpr int64_t kAheadBatchRows = 4;
-// Rows per task where row-wise Adam's gathers and write-backs are split over threads.
-constexpr int64_t kRowsPerTask = 256;
+
+// Calls run(task) for every task in [0, tasks) on all threads, each task on whichever thread
+// is free next (tasks of uneven cost balance; each task runs on one thread).
+template <typename Run>
+void for_each_task(size_t tasks, const Run& run) {
+  std::atomic<size_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    for (size_t task = next++; task < tasks; task = next++) run(task);
+  });
+}
 
 [[noreturn]] void out_of_range(int64_t row, int64_t rows) {
   TORCH_CHECK(false, "index ", row, " out of range for ", rows, " rows");
@@ -319,14 +326,15 @@ class RowSet {
 
   void add(int64_t row) { words_[row >> 6] |= uint64_t{1} << (row & 63); }
 
-  // Call once every row is added: the rows, ascending.
-  std::vector<int64_t> sorted() {
-    std::vector<int64_t> rows;
-    for (size_t w = 0; w < words_.size(); ++w) {
+  // Call once every row is added: the rows, ascending (int64).
+  torch::Tensor sorted() {
+    for (size_t w = 0; w < words_.size(); ++w)
       before_[w + 1] = before_[w] + __builtin_popcountll(words_[w]);
+    torch::Tensor rows = torch::empty({before_.back()}, torch::kLong);
+    int64_t* out = rows.data_ptr<int64_t>();
+    for (size_t w = 0; w < words_.size(); ++w)
       for (uint64_t bits = words_[w]; bits != 0; bits &= bits - 1)
-        rows.push_back(static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits));
-    }
+        *out++ = static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits);
     return rows;
   }
 
@@ -351,17 +359,22 @@ void row_wise_field(const FieldIndex& field, int64_t batch, int64_t table_rows,
                     const std::vector<const Matrix*>& ups, torch::Tensor& distinct,
                     std::vector<torch::Tensor>& sums) {
   const Index* index = static_cast<const Index*>(field.data);
-  const int64_t slots = field.slots;
+  const int64_t slots = field.slots, entries = batch * slots;
   RowSet set(table_rows);
-  for (int64_t e = 0; e < batch * slots; ++e) {
+  for (int64_t e = 0; e < entries; ++e) {
     const int64_t row = checked(index[e], table_rows);
     if (row != 0 || !field.sequence) set.add(row);
   }
-  const std::vector<int64_t> rows = set.sorted();
-  const int64_t count = rows.size();
-  distinct = torch::empty({count}, torch::kLong);
-  std::copy(rows.begin(), rows.end(), distinct.data_ptr<int64_t>());
-  std::vector<float> weights(slots, 1.0f);
+  distinct = set.sorted();
+  const int64_t count = distinct.size(0);
+  // Each entry's row's slot among the distinct rows (-1: padding) and its weight, for both tables.
+  std::vector<int32_t> slot(entries);
+  std::vector<float> weight(entries, 1.0f);
+  for (int64_t b = 0; b < batch; ++b) {
+    if (field.sequence) slot_weights(index + b * slots, slots, weight.data() + b * slots);
+    for (int64_t e = b * slots; e < (b + 1) * slots; ++e)
+      slot[e] = index[e] == 0 && field.sequence ? -1 : set.slot(index[e]);
+  }
   for (size_t t = 0; t < ups.size(); ++t) {
     if (ups[t] == nullptr) continue;
     const Matrix& up = *ups[t];
@@ -370,21 +383,18 @@ void row_wise_field(const FieldIndex& field, int64_t batch, int64_t table_rows,
     float* out = sums[t].data_ptr<float>();
     for (int64_t b = 0; b < batch; ++b) {
       const float* source = up.data + b * up.stride;
-      const Index* batch_entries = index + b * slots;
-      if (field.sequence) slot_weights(batch_entries, slots, weights.data());
-      for (int64_t l = 0; l < slots; ++l) {
-        const int64_t row = batch_entries[l];
-        if (row == 0 && field.sequence) continue;
-        float* into = out + set.slot(row) * dim;
+      for (int64_t e = b * slots; e < (b + 1) * slots; ++e) {
+        if (slot[e] < 0) continue;
+        float* into = out + slot[e] * dim;
         if (field.sequence) {
-          const float w = weights[l];
+          const float w = weight[e];
           for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step] * w;
         } else {
           for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step];
         }
       }
     }
-    if (count > 0 && rows[0] == 0)
+    if (count > 0 && distinct.data_ptr<int64_t>()[0] == 0)
       for (int64_t j = 0; j < dim; ++j) out[j] *= 0.0f;
   }
 }
@@ -453,89 +463,73 @@ std::vector<torch::Tensor> lookup_forward(const std::vector<torch::Tensor>& indi
   return {flat, sums};
 }
 
-// The dense gradients of the tables lookup_forward read: table t (second-order tables of
-// fields 0..F-1, then first-order ones) gets, for each entry of each batch row in order,
-// grads[f][b] (a sparse field) or grads[f][b] * weight (a sequence field's non-padding
-// entries) added to its row, row 0 left zero: what `_Entries.dense_gradient` computes. A
-// table whose entry in rows is negative is skipped (None in its place). `grads[f]` may be
-// any (B, dim) float32 view; first-order tables read `first_order_grad` (B, 1). Tables are
-// split over threads; each table is summed by one thread, in order.
-std::vector<torch::Tensor> lookup_backward(const std::vector<torch::Tensor>& indices,
-                                           const std::vector<torch::Tensor>& grads,
-                                           const torch::Tensor& first_order_grad,
-                                           const std::vector<int64_t>& rows) {
+// The gradients of the tables lookup_forward read (table t: field t % F's second-order table
+// for t < F, then its first-order one), in one call: table t is skipped where rows[t] < 0 (an
+// undefined tensor in its places), else it gets
+// - where row_wise[t] is false, its dense gradient dense[t] (rows[t], dim): for each entry of
+//   each batch row in order, grads[f][b] (a sparse field) or grads[f][b] * weight (a sequence
+//   field's non-padding entries) added to its row, row 0 left zero: what
+//   `_Entries.dense_gradient` computes;
+// - where row_wise[t] is true, its sparse gradient: distinct[f], the distinct rows its field
+//   looked up (int64, ascending; found once for both of a field's tables), and sums[t], its
+//   gradient at those rows (row_wise_field).
+// `grads[f]` may be any (B, dim) float32 view; first-order tables read `first_order_grad`
+// (B, 1). The tasks (a field's sparse gradients, the larger ones, first; then each dense
+// table's gradient) go to whichever thread is free; each is computed by one thread, in order,
+// so the bits do not depend on the threads.
+std::tuple<std::vector<torch::Tensor>, std::vector<torch::Tensor>, std::vector<torch::Tensor>>
+lookup_backward(const std::vector<torch::Tensor>& indices, const std::vector<torch::Tensor>& grads,
+                const torch::Tensor& first_order_grad, const std::vector<int64_t>& rows,
+                const std::vector<bool>& row_wise) {
   const int64_t fields = indices.size();
   TORCH_CHECK(static_cast<int64_t>(rows.size()) == 2 * fields &&
+                  static_cast<int64_t>(row_wise.size()) == 2 * fields &&
                   static_cast<int64_t>(grads.size()) == fields,
-              "lookup_backward: F indices and gradients, 2F tables");
+              "lookup_backward: F indices and gradients, 2F row counts and choices");
   const int64_t batch = indices[0].size(0);
   std::vector<FieldIndex> index;
   for (const auto& i : indices) index.push_back(field_index(i, batch));
-  std::vector<torch::Tensor> out(2 * fields);
+  std::vector<torch::Tensor> dense(2 * fields), distinct(fields), sums(2 * fields);
   std::vector<Matrix> upstream(2 * fields), target(2 * fields);
+  std::vector<int64_t> tasks;  // -1 - f: field f's sparse gradients; t >= 0: table t's dense one
   for (int64_t t = 0; t < 2 * fields; ++t) {
     if (rows[t] < 0) continue;
     upstream[t] = Matrix::of(t < fields ? grads[t] : first_order_grad);
     TORCH_CHECK(upstream[t].rows == batch, "lookup_backward: one gradient row per batch row");
-    out[t] = torch::zeros({rows[t], upstream[t].dim}, first_order_grad.options());
-    target[t] = Matrix::of(out[t]);
-  }
-  at::parallel_for(0, 2 * fields, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      if (rows[t] < 0) continue;
-      const FieldIndex& field = index[t % fields];
-      if (field.wide)
-        backward_table<int64_t>(field, upstream[t], target[t]);
-      else
-        backward_table<int32_t>(field, upstream[t], target[t]);
+    if (row_wise[t]) {
+      const int64_t f = t % fields;
+      if (!distinct[f].defined()) tasks.insert(tasks.begin(), -1 - f);
+      distinct[f] = torch::empty({0}, torch::kLong);  // replaced by its task
+      continue;
     }
-  });
-  return out;
-}
-
-// The sparse gradients of the tables lookup_forward read whose entry in `chosen` is true
-// (table t: field t % F's second-order table, then its first-order one, as in
-// lookup_backward): 3F tensors, field f's distinct looked-up rows (int64, ascending; empty
-// when neither of its tables is chosen) at f, and table t's gradient at those rows
-// (rows, dim) at F + t (undefined when not chosen). Fields are split over threads.
-std::vector<torch::Tensor> row_wise_backward(const std::vector<torch::Tensor>& indices,
-                                             const std::vector<torch::Tensor>& grads,
-                                             const torch::Tensor& first_order_grad,
-                                             const std::vector<int64_t>& table_rows,
-                                             const std::vector<bool>& chosen) {
-  const int64_t fields = indices.size();
-  TORCH_CHECK(static_cast<int64_t>(chosen.size()) == 2 * fields &&
-                  static_cast<int64_t>(table_rows.size()) == fields &&
-                  static_cast<int64_t>(grads.size()) == fields,
-              "row_wise_backward: F indices, gradients and row counts, 2F choices");
-  const int64_t batch = indices[0].size(0);
-  std::vector<FieldIndex> index;
-  for (const auto& i : indices) index.push_back(field_index(i, batch));
-  std::vector<Matrix> upstream(2 * fields);
-  for (int64_t t = 0; t < 2 * fields; ++t) {
-    if (!chosen[t]) continue;
-    upstream[t] = Matrix::of(t < fields ? grads[t] : first_order_grad);
-    TORCH_CHECK(upstream[t].rows == batch, "row_wise_backward: one gradient row per batch row");
+    dense[t] = torch::zeros({rows[t], upstream[t].dim}, first_order_grad.options());
+    target[t] = Matrix::of(dense[t]);
+    tasks.push_back(t);
   }
-  std::vector<torch::Tensor> out(3 * fields);
-  at::parallel_for(0, fields, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t f = begin; f < end; ++f) {
-      if (!chosen[f] && !chosen[fields + f]) {
-        out[f] = torch::empty({0}, torch::kLong);
-        continue;
-      }
-      const std::vector<const Matrix*> ups = {chosen[f] ? &upstream[f] : nullptr,
-                                              chosen[fields + f] ? &upstream[fields + f] : nullptr};
-      std::vector<torch::Tensor> sums(2);
-      if (index[f].wide)
-        row_wise_field<int64_t>(index[f], batch, table_rows[f], ups, out[f], sums);
+  for_each_task(tasks.size(), [&](size_t task) {
+    const int64_t t = tasks[task];
+    if (t >= 0) {
+      if (index[t % fields].wide)
+        backward_table<int64_t>(index[t % fields], upstream[t], target[t]);
       else
-        row_wise_field<int32_t>(index[f], batch, table_rows[f], ups, out[f], sums);
-      out[fields + f] = sums[0];
-      out[2 * fields + f] = sums[1];
+        backward_table<int32_t>(index[t % fields], upstream[t], target[t]);
+      return;
     }
+    const int64_t f = -1 - t;
+    const bool second = rows[f] >= 0 && row_wise[f];
+    const bool first = rows[fields + f] >= 0 && row_wise[fields + f];
+    const std::vector<const Matrix*> ups = {second ? &upstream[f] : nullptr,
+                                            first ? &upstream[fields + f] : nullptr};
+    const int64_t table_rows = second ? rows[f] : rows[fields + f];
+    std::vector<torch::Tensor> field_sums(2);
+    if (index[f].wide)
+      row_wise_field<int64_t>(index[f], batch, table_rows, ups, distinct[f], field_sums);
+    else
+      row_wise_field<int32_t>(index[f], batch, table_rows, ups, distinct[f], field_sums);
+    sums[f] = field_sums[0];
+    sums[fields + f] = field_sums[1];
   });
-  return out;
+  return {dense, distinct, sums};
 }
 
 // Copies `dim` floats, inlined for the pipeline's widths: a call to memcpy per row costs more
@@ -581,7 +575,8 @@ bool strictly_ascending(const torch::Tensor& index) {
 // by PyTorch's fused Adam kernel with gradient rows `grads[t]` (all tables in one call) and
 // written back: what `RowWiseAdam` does with index_select, `_fused_adam_` and index_copy_.
 // Rows are gathered (prefetching ahead) and written back on all threads; every index is
-// checked before anything changes.
+// checked before anything changes. Each array's rows must be contiguous, not the array: a
+// table's two moments may be the halves [:, 0] and [:, 1] of one (V, 2, dim) block.
 void row_wise_adam(const std::vector<torch::Tensor>& params,
                    const std::vector<torch::Tensor>& indices,
                    const std::vector<torch::Tensor>& grads,
@@ -591,36 +586,37 @@ void row_wise_adam(const std::vector<torch::Tensor>& params,
                    double weight_decay, double eps) {
   const int64_t tables = params.size();
   // Array a of table t (0: weights, 1: exp_avg, 2: exp_avg_sq) is arrays[3t + a]; its rows go
-  // to gathered[3t + a]. The copies are split over threads in chunks of kRowsPerTask rows.
+  // to gathered[3t + a]. Each thread copies its share of every table's rows (a contiguous
+  // part), all three arrays of them (a row's two moments may share a cache line).
   std::vector<Matrix> arrays;
   std::vector<torch::Tensor> gathered;
-  std::vector<std::array<int64_t, 2>> tasks;  // (array, first row) of each chunk
   for (int64_t t = 0; t < tables; ++t) {
     const int64_t count = indices[t].size(0);
     for (const auto* array : {&params[t], &exp_avgs[t], &exp_avg_sqs[t]}) {
-      TORCH_CHECK(array->is_contiguous(), "row_wise_adam: contiguous tables and moments");
+      TORCH_CHECK(array->dim() == 2 && array->stride(1) == 1,
+                  "row_wise_adam: tables and moments with contiguous rows");
       arrays.push_back(Matrix::of(*array));
       gathered.push_back(torch::empty({count, arrays.back().dim}, array->options()));
-      for (int64_t first = 0; first < count; first += kRowsPerTask)
-        tasks.push_back({static_cast<int64_t>(arrays.size()) - 1, first});
     }
     const int64_t* rows = indices[t].data_ptr<int64_t>();
     for (int64_t r = 0; r < count; ++r) checked(rows[r], arrays.back().rows);
   }
   for (const auto& step : steps) *step.data_ptr<float>() += 1.0f;  // as Adam's step += 1
-  // Calls copy(array, its rows, how many, its gathered rows) for every chunk, on all threads.
-  const auto for_each_chunk = [&](const auto& copy) {
-    at::parallel_for(0, tasks.size(), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const auto [array, first] = tasks[task];
-        const torch::Tensor& index = indices[array / 3];
-        const int64_t count = std::min(kRowsPerTask, index.size(0) - first);
-        copy(arrays[array], index.data_ptr<int64_t>() + first, count,
-             gathered[array].data_ptr<float>() + first * arrays[array].dim);
-      }
+  // Calls copy(array, its rows, how many, its gathered rows) for each thread's share.
+  const auto for_each_share = [&](const auto& copy) {
+    const int64_t shares = at::get_num_threads();
+    at::parallel_for(0, shares, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t share = begin; share < end; ++share)
+        for (int64_t t = 0; t < tables; ++t) {
+          const int64_t count = indices[t].size(0);
+          const int64_t first = count * share / shares, last = count * (share + 1) / shares;
+          for (int64_t array = 3 * t; array < 3 * t + 3; ++array)
+            copy(arrays[array], indices[t].data_ptr<int64_t>() + first, last - first,
+                 gathered[array].data_ptr<float>() + first * arrays[array].dim);
+        }
     });
   };
-  for_each_chunk([](const Matrix& from, const int64_t* rows, int64_t count, float* into) {
+  for_each_share([](const Matrix& from, const int64_t* rows, int64_t count, float* into) {
     take_rows(from, rows, count, into);
   });
   std::vector<torch::Tensor> weights, firsts, seconds;
@@ -631,7 +627,7 @@ void row_wise_adam(const std::vector<torch::Tensor>& params,
   }
   at::_fused_adam_(weights, grads, firsts, seconds, {}, steps, lr, beta1, beta2, weight_decay, eps,
                    /*amsgrad=*/false, /*maximize=*/false);
-  for_each_chunk([](const Matrix& to, const int64_t* rows, int64_t count, float* from) {
+  for_each_share([](const Matrix& to, const int64_t* rows, int64_t count, float* from) {
     put_rows(from, rows, count, to);
   });
 }
@@ -640,8 +636,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_forward", &attention_forward, "field attention: attended, weights");
   m.def("attention_backward", &attention_backward, "field attention: q, k, v gradients");
   m.def("lookup_forward", &lookup_forward, "every field's lookups: flat vectors, first order");
-  m.def("lookup_backward", &lookup_backward, "the dense gradients of lookup_forward's tables");
-  m.def("row_wise_backward", &row_wise_backward, "the sparse gradients of lookup_forward's tables");
+  m.def("lookup_backward", &lookup_backward, "the dense and sparse gradients of the tables");
   m.def("row_wise_adam", &row_wise_adam, "row-wise Adam: gather, fused Adam, write back");
   m.def("strictly_ascending", &strictly_ascending, "whether an index vector needs no coalescing");
 }

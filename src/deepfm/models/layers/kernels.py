@@ -8,14 +8,15 @@
 - `lookup_forward` / `lookup_backward` (through `lookup_kernels`): every embedding lookup
   of a batch in one call (sparse fields' rows, sequence fields' weighted sums in `slot_sum`'s
   order, the first-order sum, written straight into the concatenated `(B, total_dim)`
-  vectors), and every dense table's gradient in one call (the looked-up rows' gradients
-  added in entry order, as `index_add_` adds them, row 0 left zero). In PyTorch that is
-  about 40 small operators per step, each with its own dispatch and allocation.
-- `row_wise_backward` / `row_wise_adam` (through `lookup_kernels`): the row-wise tables'
-  sparse gradients (each field's distinct rows, found with a bitmap over the table instead
-  of `torch.unique`'s sort, and their gradients summed in entry order) and `RowWiseAdam`'s
-  step (the looked-up rows gathered with prefetching, PyTorch's own fused Adam kernel, the
-  rows written back) in one call each, where PyTorch takes a dozen operators per table.
+  vectors), and every table's gradient in one call: a dense table's (the looked-up rows'
+  gradients added in entry order, as `index_add_` adds them, row 0 left zero) and a
+  row-wise table's sparse one (each field's distinct rows, found with a bitmap over the
+  table instead of `torch.unique`'s sort, and their gradients summed in entry order), each
+  table or field on whichever thread is free. In PyTorch that is about 40 small operators
+  per step, each with its own dispatch and allocation.
+- `row_wise_adam` (through `lookup_kernels`): `RowWiseAdam`'s step (the looked-up rows
+  gathered with prefetching, PyTorch's own fused Adam kernel, the rows written back) in one
+  call, where PyTorch takes a dozen operators per table.
 
 `kernels.cpp` computes each with the same float operations in the same order as the PyTorch
 ops it replaces (a float32 product, then a float32 sum, in the ops' order; no fused
@@ -82,9 +83,9 @@ def slot_sum(products: Tensor) -> Tensor:
 def lookup_kernels(tensors: list[Tensor]) -> ModuleType | None:
     """The compiled kernels when every one of `tensors` (embedding tables) is a CPU float32
     tensor and they are built; else None (the caller runs its PyTorch ops). Their
-    `lookup_forward`, `lookup_backward` and `row_wise_backward` look up every field of a
-    batch and compute the tables' dense and sparse gradients, `row_wise_adam` steps the
-    row-wise tables (kernels.cpp)."""
+    `lookup_forward` and `lookup_backward` look up every field of a batch and compute the
+    tables' dense and sparse gradients, `row_wise_adam` steps the row-wise tables
+    (kernels.cpp)."""
     if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return compiled_kernels()
     return None
