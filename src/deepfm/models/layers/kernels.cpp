@@ -506,6 +506,10 @@ lookup_backward(const std::vector<torch::Tensor>& indices, const std::vector<tor
     target[t] = Matrix::of(dense[t]);
     tasks.push_back(t);
   }
+  // The dense tables by their entries times width, most first (after the row-wise fields).
+  const auto work = [&](int64_t t) { return index[t % fields].slots * (upstream[t].dim + 1); };
+  std::stable_sort(std::find_if(tasks.begin(), tasks.end(), [](int64_t t) { return t >= 0; }),
+                   tasks.end(), [&](int64_t a, int64_t b) { return work(a) > work(b); });
   for_each_task(tasks.size(), [&](size_t task) {
     const int64_t t = tasks[task];
     if (t >= 0) {
