@@ -148,7 +148,6 @@ class RowWiseAdam(torch.optim.Optimizer):
             indices, grads = zip(*(_sparse_rows(p, ascending) for p in params), strict=True)
             self._step_rows(group, params, list(indices), list(grads))
 
-    @torch.no_grad()
     def step_rows(self, params: list[Tensor], indices: list[Tensor], grads: list[Tensor]) -> None:
         """One step of the tables `params` (of a one-group optimizer) at their rows
         `indices[t]` (int64, distinct, ascending) with gradient rows `grads[t]`: `step` with
@@ -184,15 +183,17 @@ class RowWiseAdam(torch.optim.Optimizer):
             )
             return
         # The looked-up rows of each table's weights and moments, gathered (the fused kernel
-        # needs contiguous tensors), stepped, written back.
-        tensors = [params, exp_avgs, exp_avg_sqs]
-        gathered = [
-            [t.index_select(0, i) for t, i in zip(ts, indices, strict=True)] for ts in tensors
-        ]
-        _fused_adam_step(group, gathered[0], grads, *gathered[1:], steps)
-        for targets, rows in zip(tensors, gathered, strict=True):
-            for target, index, row in zip(targets, indices, rows, strict=True):
-                target.index_copy_(0, index, row)
+        # needs contiguous tensors), stepped, written back. (The kernel above writes through
+        # raw pointers; these in-place ops on the tables need autograd off.)
+        with torch.no_grad():
+            tensors = [params, exp_avgs, exp_avg_sqs]
+            gathered = [
+                [t.index_select(0, i) for t, i in zip(ts, indices, strict=True)] for ts in tensors
+            ]
+            _fused_adam_step(group, gathered[0], grads, *gathered[1:], steps)
+            for targets, rows in zip(tensors, gathered, strict=True):
+                for target, index, row in zip(targets, indices, rows, strict=True):
+                    target.index_copy_(0, index, row)
 
 
 def _adam_state(

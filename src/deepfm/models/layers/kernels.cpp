@@ -348,16 +348,16 @@ class RowSet {
   std::vector<int64_t> before_;
 };
 
-// One field's looked-up rows (int64, ascending, distinct) and, for each of `ups` (its tables'
-// upstream (B, dim) gradients; null: not wanted), the gradient at those rows: each entry's
-// upstream row (times its weight for a sequence field's non-padding entries) added to its
-// row's sum from 0 in entry order, then row 0's sum times 0 (a sparse field's OOV row; a
-// sequence field's padding is not an entry). What `_TableLookup.backward` computes with
-// `torch.unique` and `index_add_`.
+// A row-wise field's looked-up rows: its distinct rows (int64, ascending) and, for each entry,
+// its row's slot among them (-1: a sequence field's padding, not an entry) and its weight.
+struct FieldRows {
+  torch::Tensor distinct;
+  std::vector<int32_t> slot;
+  std::vector<float> weight;
+};
+
 template <typename Index>
-void row_wise_field(const FieldIndex& field, int64_t batch, int64_t table_rows,
-                    const std::vector<const Matrix*>& ups, torch::Tensor& distinct,
-                    std::vector<torch::Tensor>& sums) {
+FieldRows find_rows(const FieldIndex& field, int64_t batch, int64_t table_rows) {
   const Index* index = static_cast<const Index*>(field.data);
   const int64_t slots = field.slots, entries = batch * slots;
   RowSet set(table_rows);
@@ -365,38 +365,39 @@ void row_wise_field(const FieldIndex& field, int64_t batch, int64_t table_rows,
     const int64_t row = checked(index[e], table_rows);
     if (row != 0 || !field.sequence) set.add(row);
   }
-  distinct = set.sorted();
-  const int64_t count = distinct.size(0);
-  // Each entry's row's slot among the distinct rows (-1: padding) and its weight, for both tables.
-  std::vector<int32_t> slot(entries);
-  std::vector<float> weight(entries, 1.0f);
+  FieldRows found{set.sorted(), std::vector<int32_t>(entries), std::vector<float>(entries, 1.0f)};
   for (int64_t b = 0; b < batch; ++b) {
-    if (field.sequence) slot_weights(index + b * slots, slots, weight.data() + b * slots);
+    if (field.sequence) slot_weights(index + b * slots, slots, found.weight.data() + b * slots);
     for (int64_t e = b * slots; e < (b + 1) * slots; ++e)
-      slot[e] = index[e] == 0 && field.sequence ? -1 : set.slot(index[e]);
+      found.slot[e] = index[e] == 0 && field.sequence ? -1 : set.slot(index[e]);
   }
-  for (size_t t = 0; t < ups.size(); ++t) {
-    if (ups[t] == nullptr) continue;
-    const Matrix& up = *ups[t];
-    const int64_t dim = up.dim, step = up.step;
-    sums[t] = torch::zeros({count, dim}, torch::kFloat);
-    float* out = sums[t].data_ptr<float>();
-    for (int64_t b = 0; b < batch; ++b) {
-      const float* source = up.data + b * up.stride;
-      for (int64_t e = b * slots; e < (b + 1) * slots; ++e) {
-        if (slot[e] < 0) continue;
-        float* into = out + slot[e] * dim;
-        if (field.sequence) {
-          const float w = weight[e];
-          for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step] * w;
-        } else {
-          for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step];
-        }
+  return found;
+}
+
+// A table's gradient at its field's distinct rows (found by find_rows), given its upstream
+// (B, dim) gradient: each entry's upstream row (times its weight for a sequence field) added
+// to its row's sum from 0 in entry order, then row 0's sum times 0 (a sparse field's OOV row).
+// What `_TableLookup.backward` computes with `torch.unique` and `index_add_`.
+torch::Tensor sum_rows(const FieldIndex& field, const FieldRows& found, const Matrix& up) {
+  const int64_t count = found.distinct.size(0), dim = up.dim, step = up.step;
+  torch::Tensor sums = torch::zeros({count, dim}, torch::kFloat);
+  float* out = sums.data_ptr<float>();
+  for (int64_t b = 0; b < up.rows; ++b) {
+    const float* source = up.data + b * up.stride;
+    for (int64_t e = b * field.slots; e < (b + 1) * field.slots; ++e) {
+      if (found.slot[e] < 0) continue;
+      float* into = out + found.slot[e] * dim;
+      if (field.sequence) {
+        const float w = found.weight[e];
+        for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step] * w;
+      } else {
+        for (int64_t j = 0; j < dim; ++j) into[j] += source[j * step];
       }
     }
-    if (count > 0 && distinct.data_ptr<int64_t>()[0] == 0)
-      for (int64_t j = 0; j < dim; ++j) out[j] *= 0.0f;
   }
+  if (count > 0 && found.distinct.data_ptr<int64_t>()[0] == 0)
+    for (int64_t j = 0; j < dim; ++j) out[j] *= 0.0f;
+  return sums;
 }
 
 std::vector<Matrix> contiguous_tables(const std::vector<torch::Tensor>& tables) {
@@ -471,12 +472,12 @@ std::vector<torch::Tensor> lookup_forward(const std::vector<torch::Tensor>& indi
 //   field's non-padding entries) added to its row, row 0 left zero: what
 //   `_Entries.dense_gradient` computes;
 // - where row_wise[t] is true, its sparse gradient: distinct[f], the distinct rows its field
-//   looked up (int64, ascending; found once for both of a field's tables), and sums[t], its
-//   gradient at those rows (row_wise_field).
+//   looked up (int64, ascending; found once for both of a field's tables, find_rows), and
+//   sums[t], its gradient at those rows (sum_rows).
 // `grads[f]` may be any (B, dim) float32 view; first-order tables read `first_order_grad`
-// (B, 1). The tasks (a field's sparse gradients, the larger ones, first; then each dense
-// table's gradient) go to whichever thread is free; each is computed by one thread, in order,
-// so the bits do not depend on the threads.
+// (B, 1). The tasks go to whichever thread is free, in two rounds (the row-wise fields' rows
+// and the dense tables' gradients, then the row-wise tables' sums); each is computed by one
+// thread, in order, so the bits do not depend on the threads.
 std::tuple<std::vector<torch::Tensor>, std::vector<torch::Tensor>, std::vector<torch::Tensor>>
 lookup_backward(const std::vector<torch::Tensor>& indices, const std::vector<torch::Tensor>& grads,
                 const torch::Tensor& first_order_grad, const std::vector<int64_t>& rows,
@@ -491,25 +492,31 @@ lookup_backward(const std::vector<torch::Tensor>& indices, const std::vector<tor
   for (const auto& i : indices) index.push_back(field_index(i, batch));
   std::vector<torch::Tensor> dense(2 * fields), distinct(fields), sums(2 * fields);
   std::vector<Matrix> upstream(2 * fields), target(2 * fields);
-  std::vector<int64_t> tasks;  // -1 - f: field f's sparse gradients; t >= 0: table t's dense one
+  // Round one: every row-wise field's rows (the larger tasks, first) and every dense table's
+  // gradient; round two: every row-wise table's sums. A task: -1 - f (field f's rows) or t.
+  std::vector<int64_t> tasks, row_wise_tables;
   for (int64_t t = 0; t < 2 * fields; ++t) {
     if (rows[t] < 0) continue;
     upstream[t] = Matrix::of(t < fields ? grads[t] : first_order_grad);
     TORCH_CHECK(upstream[t].rows == batch, "lookup_backward: one gradient row per batch row");
     if (row_wise[t]) {
       const int64_t f = t % fields;
-      if (!distinct[f].defined()) tasks.insert(tasks.begin(), -1 - f);
-      distinct[f] = torch::empty({0}, torch::kLong);  // replaced by its task
+      if (std::find(tasks.begin(), tasks.end(), -1 - f) == tasks.end())
+        tasks.insert(tasks.begin(), -1 - f);
+      row_wise_tables.push_back(t);
       continue;
     }
     dense[t] = torch::zeros({rows[t], upstream[t].dim}, first_order_grad.options());
     target[t] = Matrix::of(dense[t]);
     tasks.push_back(t);
   }
-  // The dense tables by their entries times width, most first (after the row-wise fields).
+  // Tables by their entries times width, most first (the fields' rows stay in front).
   const auto work = [&](int64_t t) { return index[t % fields].slots * (upstream[t].dim + 1); };
+  const auto most_first = [&](int64_t a, int64_t b) { return work(a) > work(b); };
   std::stable_sort(std::find_if(tasks.begin(), tasks.end(), [](int64_t t) { return t >= 0; }),
-                   tasks.end(), [&](int64_t a, int64_t b) { return work(a) > work(b); });
+                   tasks.end(), most_first);
+  std::stable_sort(row_wise_tables.begin(), row_wise_tables.end(), most_first);
+  std::vector<FieldRows> found(fields);
   for_each_task(tasks.size(), [&](size_t task) {
     const int64_t t = tasks[task];
     if (t >= 0) {
@@ -520,18 +527,14 @@ lookup_backward(const std::vector<torch::Tensor>& indices, const std::vector<tor
       return;
     }
     const int64_t f = -1 - t;
-    const bool second = rows[f] >= 0 && row_wise[f];
-    const bool first = rows[fields + f] >= 0 && row_wise[fields + f];
-    const std::vector<const Matrix*> ups = {second ? &upstream[f] : nullptr,
-                                            first ? &upstream[fields + f] : nullptr};
-    const int64_t table_rows = second ? rows[f] : rows[fields + f];
-    std::vector<torch::Tensor> field_sums(2);
-    if (index[f].wide)
-      row_wise_field<int64_t>(index[f], batch, table_rows, ups, distinct[f], field_sums);
-    else
-      row_wise_field<int32_t>(index[f], batch, table_rows, ups, distinct[f], field_sums);
-    sums[f] = field_sums[0];
-    sums[fields + f] = field_sums[1];
+    const int64_t table_rows = rows[f] >= 0 && row_wise[f] ? rows[f] : rows[fields + f];
+    found[f] = index[f].wide ? find_rows<int64_t>(index[f], batch, table_rows)
+                             : find_rows<int32_t>(index[f], batch, table_rows);
+    distinct[f] = found[f].distinct;
+  });
+  for_each_task(row_wise_tables.size(), [&](size_t task) {
+    const int64_t t = row_wise_tables[task];
+    sums[t] = sum_rows(index[t % fields], found[t % fields], upstream[t]);
   });
   return {dense, distinct, sums};
 }

@@ -54,7 +54,7 @@ def attention_kernels(query_key_value: Tensor) -> ModuleType | None:
     their vector loops (other batches take a scalar tail loop that adds in another order);
     the kernels add in order."""
     if (
-        query_key_value.device.type == "cpu"
+        query_key_value.is_cpu
         and query_key_value.dtype == torch.float32
         and query_key_value.is_contiguous()
         and query_key_value.shape[-1] % 64 == 0
@@ -86,7 +86,7 @@ def lookup_kernels(tensors: list[Tensor]) -> ModuleType | None:
     `lookup_forward` and `lookup_backward` look up every field of a batch and compute the
     tables' dense and sparse gradients, `row_wise_adam` steps the row-wise tables
     (kernels.cpp)."""
-    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+    if all(t.is_cpu and t.dtype == torch.float32 for t in tensors):
         return compiled_kernels()
     return None
 
