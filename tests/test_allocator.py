@@ -33,6 +33,8 @@ def test_huge_page_tensors_hold_the_values_start_on_a_huge_page_and_outlive_thei
     assert zeros.shape == (3000, 2, 16) and zeros.dtype == table.dtype
     assert torch.count_nonzero(zeros) == 0
     assert copy.data_ptr() % HUGE_PAGE == 0 and zeros.data_ptr() % HUGE_PAGE == 0
+    for tensor in (copy, zeros):  # torch.save writes the storage: its own bytes, no more
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
     copy[2999] = 1.0  # still writable memory
     assert torch.equal(copy[2999], torch.ones(16))
 

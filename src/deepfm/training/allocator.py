@@ -74,18 +74,20 @@ def zeros_on_huge_pages(shape: Sequence[int], like: Tensor) -> Tensor:
     (docs/benchmarks.md). The memory is a private anonymous mapping (zeros), advised
     `MADV_HUGEPAGE` before it is first touched: it gets huge pages where transparent huge
     pages are `always` or `madvise`, ordinary pages where the kernel refuses the advice. The
-    tensor keeps the mapping alive. Off the CPU, or without `MADV_HUGEPAGE` (not Linux), it is
+    tensor keeps the mapping alive; its storage is its own bytes only (`torch.save` writes no
+    more). Off the CPU, without `MADV_HUGEPAGE` (not Linux), or empty, it is
     `like.new_zeros(shape)`.
     """
-    if not _huge_pages_apply(like):
-        return like.new_zeros(shape)
     nbytes = math.prod(shape) * like.element_size()
+    if not _huge_pages_apply(like) or nbytes == 0:
+        return like.new_zeros(shape)
     mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     with contextlib.suppress(OSError):  # a kernel without huge pages refuses: ordinary ones
         mapping.madvise(mmap.MADV_HUGEPAGE)
-    raw = torch.frombuffer(mapping, dtype=torch.uint8)
-    start = -raw.data_ptr() % _HUGE_PAGE  # whole huge pages from the start of the tensor
-    return raw[start : start + nbytes].view(like.dtype).view(tuple(shape))
+    address = torch.frombuffer(mapping, dtype=torch.uint8, count=1).data_ptr()
+    start = -address % _HUGE_PAGE  # whole huge pages from the start of the tensor
+    region = memoryview(mapping)[start : start + nbytes]
+    return torch.frombuffer(region, dtype=like.dtype).view(tuple(shape))
 
 
 def on_huge_pages(tensor: Tensor) -> Tensor:
