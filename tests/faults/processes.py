@@ -93,5 +93,13 @@ class Stopped:
         self.marker.with_name(self.marker.name + ".go").touch()
 
     def finish(self) -> int:
-        """Its exit status, once it ends."""
-        return self.process.wait(timeout=GUARD_S)
+        """Its exit status, once it ends; a hung one is killed and the test fails with the
+        stacks of all its threads (stop_at.py dumps them on SIGUSR1)."""
+        try:
+            return self.process.wait(timeout=GUARD_S)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGUSR1)
+            time.sleep(2)
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"still running {GUARD_S} s after {self.point}:\n{self.output}")

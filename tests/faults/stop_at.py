@@ -20,9 +20,11 @@ The script itself runs unchanged; only the named call is wrapped.
 
 from __future__ import annotations
 
+import faulthandler
 import itertools
 import os
 import runpy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -101,6 +103,7 @@ def stop_at_store_open(marker: Path) -> None:
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung script's stacks (Stopped)
     point, marker, script, *args = sys.argv[1:]
     kind, _, value = point.partition(":")
     marker_path = Path(marker)
