@@ -277,24 +277,30 @@ def test_lookup_kernels_give_the_pytorch_paths_bits(batch, dtype, row_wise, monk
 
 @pytest.mark.skipif(not HAS_KERNEL_TOOLS, reason="needs a C++ compiler and an AVX2 CPU")
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_row_wise_adam_kernel_gives_the_pytorch_paths_bits(weight_decay, monkeypatch):
+@pytest.mark.parametrize("beta1", [0.9, 0.3])  # exp_avg's lerp from exp_avg, from the gradient
+def test_row_wise_adam_kernel_gives_the_pytorch_paths_bits(weight_decay, beta1, monkeypatch):
     """`row_wise_adam` steps the weights, moments and step counts to the bits of
-    `RowWiseAdam`'s PyTorch ops: tables 16 and 1 wide, a gradient without one of them,
-    coalesced gradients and an unsorted one with duplicates."""
-    torch.manual_seed(0)
-    shapes = [(500, 16), (300, 1)]
+    `RowWiseAdam`'s PyTorch ops (which step the gathered rows with the fused Adam kernel):
+    tables 16, 12, 8, 3 and 1 wide, so that the rows it steps in place and the last rows it
+    leaves to that kernel's scalar tail both occur; paired moments; gradients from 0.001 to
+    10; a gradient without one of the tables; coalesced gradients and an unsorted one with
+    duplicates."""
+    shapes = [(500, 16), (400, 12), (600, 8), (200, 3), (300, 1)]
     runs = []
     for compiled in (True, False):
         if not compiled:
             monkeypatch.setattr(kernels, "compiled_kernels", lambda: None)
-        tables = [torch.nn.Parameter(torch.ones(shape)) for shape in shapes]
+        torch.manual_seed(0)
+        tables = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
         assert (kernels.lookup_kernels(tables) is not None) == compiled  # the path under test
-        optimizer = RowWiseAdam(tables, lr=0.01, weight_decay=weight_decay)
+        optimizer = RowWiseAdam(tables, lr=0.01, betas=(beta1, 0.999), weight_decay=weight_decay)
         generator = torch.Generator().manual_seed(1)
         for step in range(6):
             for table, (rows, dim) in zip(tables, shapes, strict=True):
-                index = torch.randint(0, rows, (64,), generator=generator)
-                values = torch.randn(64, dim, generator=generator)
+                entries = int(torch.randint(1, 200, (), generator=generator))
+                index = torch.randint(0, rows, (entries,), generator=generator)
+                scale = 10.0 ** torch.randint(-3, 2, (entries, 1), generator=generator)
+                values = torch.randn(entries, dim, generator=generator) * scale
                 grad = torch.sparse_coo_tensor(index[None], values, (rows, dim))
                 if step != 3:  # step 3: duplicates, unsorted
                     grad = grad.coalesce()

@@ -89,7 +89,8 @@ class RowWiseAdam(torch.optim.Optimizer):
 
     The looked-up rows of every table (weights, `exp_avg`, `exp_avg_sq`) are gathered,
     stepped by `torch.optim.Adam(fused=True)`'s kernel, all tables in one call, and written
-    back: a looked-up row's update, its moments and its bias correction are exactly fused
+    back (the compiled `row_wise_adam` steps them where they lie, to the same bits): a
+    looked-up row's update, its moments and its bias correction are exactly fused
     Adam's (L2 `weight_decay` added to the gradient); rows not in the gradient are left
     untouched. A table's step count is the number of steps that looked any of its rows up. A
     gradient with duplicate indices is coalesced first (`FeatureEmbedding` hands over
@@ -168,7 +169,7 @@ class RowWiseAdam(torch.optim.Optimizer):
         exp_avgs = [state["exp_avg"] for state in states]
         exp_avg_sqs = [state["exp_avg_sq"] for state in states]
         kernels = lookup_kernels(params)
-        if kernels is not None:  # the same step count, gather, step and write-back in one call
+        if kernels is not None:  # the same step, each row stepped in place, in one call
             kernels.row_wise_adam(
                 params,
                 indices,

@@ -2,14 +2,18 @@
 // the same order (same bits), in one pass (see kernels.py): the attention layer's forward and
 // backward (attention_forward, attention_backward), the embedding lookups with their
 // gradients (lookup_forward, lookup_backward) and the row-wise Adam step (row_wise_adam,
-// around PyTorch's own fused Adam kernel). Built with -ffp-contract=off: no fused multiply-add.
+// with PyTorch's fused Adam kernel's bits). Built with -ffp-contract=off: no fused multiply-add
+// but those written out.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <numeric>
 #include <vector>
 
 // attention_forward / attention_backward: `_FieldAttention` over 64-sample chunks.
@@ -550,20 +554,16 @@ inline void copy_row(float* to, const float* from, int64_t dim) {
   }
 }
 
-// Copies rows rows[0:count] of `from` into the contiguous `into` (count, dim), prefetching ahead.
+// Copies rows rows[0:count] of `from` into the contiguous `into` (count, dim).
 static void take_rows(const Matrix& from, const int64_t* rows, int64_t count, float* into) {
-  for (int64_t r = 0; r < count; ++r) {
-    if (r + kAhead < count) __builtin_prefetch(from.data + rows[r + kAhead] * from.stride);
+  for (int64_t r = 0; r < count; ++r)
     copy_row(into + r * from.dim, from.data + rows[r] * from.stride, from.dim);
-  }
 }
 
 // The reverse of take_rows: writes the rows of `from` back to rows rows[0:count] of `to`.
 static void put_rows(const float* from, const int64_t* rows, int64_t count, const Matrix& to) {
-  for (int64_t r = 0; r < count; ++r) {
-    if (r + kAhead < count) __builtin_prefetch(to.data + rows[r + kAhead] * to.stride, 1);
+  for (int64_t r = 0; r < count; ++r)
     copy_row(to.data + rows[r] * to.stride, from + r * to.dim, to.dim);
-  }
 }
 
 // Whether `index` (int64, 1-D) is strictly ascending: a sparse gradient's indices that need
@@ -577,13 +577,79 @@ bool strictly_ascending(const torch::Tensor& index) {
   return true;
 }
 
+// The constants of one Adam step as PyTorch's fused CPU kernel (FusedAdamKernel.cpp) has
+// them: computed in double, then rounded to float.
+struct AdamStep {
+  float lerp_weight, decay, beta2, square_weight, correction2_sqrt, eps, minus_step_size;
+  bool lerp_from_grad;  // |1 - beta1| >= 0.5: exp_avg = grad + (w - 1) * (grad - exp_avg)
+  bool decays;          // weight_decay != 0: grad + param * decay
+
+  AdamStep(double step, double lr, double beta1, double beta2_, double weight_decay,
+           double eps_) {
+    const double correction1 = 1 - std::pow(beta1, step), correction2 = 1 - std::pow(beta2_, step);
+    lerp_weight = static_cast<float>(1 - beta1);
+    lerp_from_grad = !(std::abs(lerp_weight) < 0.5f);
+    if (lerp_from_grad) lerp_weight = lerp_weight - 1.0f;
+    decays = weight_decay != 0.f;
+    decay = static_cast<float>(weight_decay);
+    beta2 = static_cast<float>(beta2_);
+    square_weight = static_cast<float>(1 - beta2_);
+    correction2_sqrt = static_cast<float>(std::sqrt(correction2));
+    eps = static_cast<float>(eps_);
+    minus_step_size = static_cast<float>(-(lr / correction1));
+  }
+};
+
+// One row's Adam step in place: each element with the float operations of the fused kernel's
+// vector loop, in its order, with the three fused multiply-adds PyTorch's build makes of it
+// (the exp_avg lerp's, and the compiler's contraction of `grad + param * decay` and of
+// `exp_avg_sq * beta2 + (square_weight * grad) * grad`); tests/test_kernels.py checks the bits.
+// Its scalar tail loop rounds otherwise; row_wise_adam leaves the rows that fall there to it.
+__attribute__((target("avx2,fma"))) inline void adam_row(float* __restrict param,
+                                                        float* __restrict exp_avg,
+                                                        float* __restrict exp_avg_sq,
+                                                        const float* __restrict grad,
+                                                        int64_t dim, const AdamStep& s) {
+  int64_t j = 0;
+  for (; j + 8 <= dim; j += 8) {  // eight elements at a time, each with the ops below
+    const __m256 p = _mm256_loadu_ps(param + j), m = _mm256_loadu_ps(exp_avg + j);
+    __m256 g = _mm256_loadu_ps(grad + j);
+    if (s.decays) g = _mm256_fmadd_ps(p, _mm256_set1_ps(s.decay), g);
+    const __m256 m1 = _mm256_fmadd_ps(_mm256_set1_ps(s.lerp_weight), _mm256_sub_ps(g, m),
+                                      s.lerp_from_grad ? g : m);
+    const __m256 v1 = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(s.square_weight), g), g,
+                                      _mm256_mul_ps(_mm256_loadu_ps(exp_avg_sq + j),
+                                                    _mm256_set1_ps(s.beta2)));
+    const __m256 denom =
+        _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(v1), _mm256_set1_ps(s.correction2_sqrt)),
+                      _mm256_set1_ps(s.eps));
+    const __m256 p1 =
+        _mm256_add_ps(p, _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(s.minus_step_size), m1), denom));
+    _mm256_storeu_ps(exp_avg + j, m1);
+    _mm256_storeu_ps(exp_avg_sq + j, v1);
+    _mm256_storeu_ps(param + j, p1);
+  }
+  for (; j < dim; ++j) {
+    float g = grad[j];
+    if (s.decays) g = __builtin_fmaf(param[j], s.decay, g);
+    const float m = exp_avg[j];
+    exp_avg[j] = __builtin_fmaf(s.lerp_weight, g - m, s.lerp_from_grad ? g : m);
+    exp_avg_sq[j] = __builtin_fmaf(s.square_weight * g, g, exp_avg_sq[j] * s.beta2);
+    const float denom = std::sqrt(exp_avg_sq[j]) / s.correction2_sqrt + s.eps;
+    param[j] = param[j] + s.minus_step_size * exp_avg[j] / denom;
+  }
+}
+
 // One row-wise Adam step of float32 CPU tables: each table's step count `steps[t]` goes up by
-// 1 and its rows `indices[t]` (distinct) of the weights and both moments are gathered, stepped
-// by PyTorch's fused Adam kernel with gradient rows `grads[t]` (all tables in one call) and
-// written back: what `RowWiseAdam` does with index_select, `_fused_adam_` and index_copy_.
-// Rows are gathered (prefetching ahead) and written back on all threads; every index is
-// checked before anything changes. Each array's rows must be contiguous, not the array: a
-// table's two moments may be the halves [:, 0] and [:, 1] of one (V, 2, dim) block.
+// 1 and its rows `indices[t]` (distinct) of the weights and both moments are stepped with
+// gradient rows `grads[t]` (count, dim): the bits of `RowWiseAdam`'s PyTorch ops, which
+// gather the rows (index_select), step them with PyTorch's fused Adam kernel and write them
+// back (index_copy_). Here each row is stepped where it lies (adam_row), on all threads, each
+// thread a contiguous share of every table's rows, prefetching ahead; only the last few rows,
+// whose elements the fused kernel's scalar tail loop steps (the gathered length modulo its
+// vector width, 8 or 16 floats), are gathered, stepped by that kernel and written back. Every
+// index is checked before anything changes. Each array's rows must be contiguous, not the
+// array: a table's two moments may be the halves [:, 0] and [:, 1] of one (V, 2, dim) block.
 void row_wise_adam(const std::vector<torch::Tensor>& params,
                    const std::vector<torch::Tensor>& indices,
                    const std::vector<torch::Tensor>& grads,
@@ -592,51 +658,81 @@ void row_wise_adam(const std::vector<torch::Tensor>& params,
                    const std::vector<torch::Tensor>& steps, double lr, double beta1, double beta2,
                    double weight_decay, double eps) {
   const int64_t tables = params.size();
-  // Array a of table t (0: weights, 1: exp_avg, 2: exp_avg_sq) is arrays[3t + a]; its rows go
-  // to gathered[3t + a]. Each thread copies its share of every table's rows (a contiguous
-  // part), all three arrays of them (a row's two moments may share a cache line).
-  std::vector<Matrix> arrays;
-  std::vector<torch::Tensor> gathered;
+  // Array a of table t (0: weights, 1: exp_avg, 2: exp_avg_sq) is arrays[3t + a].
+  std::vector<Matrix> arrays, gradients;
+  std::vector<torch::Tensor> contiguous_grads;
+  std::vector<int64_t> counts, in_place;
   for (int64_t t = 0; t < tables; ++t) {
-    const int64_t count = indices[t].size(0);
     for (const auto* array : {&params[t], &exp_avgs[t], &exp_avg_sqs[t]}) {
       TORCH_CHECK(array->dim() == 2 && array->stride(1) == 1,
                   "row_wise_adam: tables and moments with contiguous rows");
       arrays.push_back(Matrix::of(*array));
-      gathered.push_back(torch::empty({count, arrays.back().dim}, array->options()));
     }
+    const int64_t count = indices[t].size(0), dim = arrays.back().dim;
+    contiguous_grads.push_back(grads[t].contiguous());
+    gradients.push_back(Matrix::of(contiguous_grads.back()));
+    TORCH_CHECK(gradients.back().rows == count && gradients.back().dim == dim,
+                "row_wise_adam: one gradient row per index");
     const int64_t* rows = indices[t].data_ptr<int64_t>();
     for (int64_t r = 0; r < count; ++r) checked(rows[r], arrays.back().rows);
+    // The gathered rows' tail: count * dim modulo 16 floats, the last `count % period` rows.
+    const int64_t period = 16 / std::gcd(dim, int64_t{16});
+    counts.push_back(count);
+    in_place.push_back(count - count % period);
   }
-  for (const auto& step : steps) *step.data_ptr<float>() += 1.0f;  // as Adam's step += 1
-  // Calls copy(array, its rows, how many, its gathered rows) for each thread's share.
-  const auto for_each_share = [&](const auto& copy) {
-    const int64_t shares = at::get_num_threads();
-    at::parallel_for(0, shares, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t share = begin; share < end; ++share)
-        for (int64_t t = 0; t < tables; ++t) {
-          const int64_t count = indices[t].size(0);
-          const int64_t first = count * share / shares, last = count * (share + 1) / shares;
-          for (int64_t array = 3 * t; array < 3 * t + 3; ++array)
-            copy(arrays[array], indices[t].data_ptr<int64_t>() + first, last - first,
-                 gathered[array].data_ptr<float>() + first * arrays[array].dim);
+  std::vector<AdamStep> constants;
+  for (const auto& step : steps) {
+    *step.data_ptr<float>() += 1.0f;  // as Adam's step += 1
+    constants.emplace_back(*step.data_ptr<float>(), lr, beta1, beta2, weight_decay, eps);
+  }
+  const int64_t shares = at::get_num_threads();
+  at::parallel_for(0, shares, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t share = begin; share < end; ++share)
+      for (int64_t t = 0; t < tables; ++t) {
+        const int64_t first = in_place[t] * share / shares;
+        const int64_t last = in_place[t] * (share + 1) / shares;
+        const int64_t* rows = indices[t].data_ptr<int64_t>();
+        const Matrix &weights = arrays[3 * t], &firsts = arrays[3 * t + 1],
+                     &seconds = arrays[3 * t + 2];
+        for (int64_t r = first; r < last; ++r) {
+          if (r + kAhead < last) {
+            const int64_t ahead = rows[r + kAhead];
+            __builtin_prefetch(weights.data + ahead * weights.stride, 1);
+            __builtin_prefetch(firsts.data + ahead * firsts.stride, 1);
+            __builtin_prefetch(seconds.data + ahead * seconds.stride, 1);
+          }
+          const int64_t row = rows[r];
+          adam_row(weights.data + row * weights.stride, firsts.data + row * firsts.stride,
+                   seconds.data + row * seconds.stride,
+                   gradients[t].data + r * gradients[t].stride, weights.dim, constants[t]);
         }
-    });
-  };
-  for_each_share([](const Matrix& from, const int64_t* rows, int64_t count, float* into) {
-    take_rows(from, rows, count, into);
+      }
   });
-  std::vector<torch::Tensor> weights, firsts, seconds;
+  // The tails: gathered, stepped by the fused kernel (the same elements in its tail loop),
+  // written back.
+  std::vector<torch::Tensor> tail_steps, tail_grads, gathered[3];
+  std::vector<int64_t> tail_tables;
   for (int64_t t = 0; t < tables; ++t) {
-    weights.push_back(gathered[3 * t]);
-    firsts.push_back(gathered[3 * t + 1]);
-    seconds.push_back(gathered[3 * t + 2]);
+    const int64_t tail = counts[t] - in_place[t];
+    if (tail == 0) continue;
+    tail_tables.push_back(t);
+    tail_steps.push_back(steps[t]);
+    tail_grads.push_back(contiguous_grads[t].narrow(0, in_place[t], tail));
+    for (int64_t a = 0; a < 3; ++a) {
+      gathered[a].push_back(torch::empty({tail, arrays[3 * t + a].dim}, params[t].options()));
+      take_rows(arrays[3 * t + a], indices[t].data_ptr<int64_t>() + in_place[t], tail,
+                gathered[a].back().data_ptr<float>());
+    }
   }
-  at::_fused_adam_(weights, grads, firsts, seconds, {}, steps, lr, beta1, beta2, weight_decay, eps,
-                   /*amsgrad=*/false, /*maximize=*/false);
-  for_each_share([](const Matrix& to, const int64_t* rows, int64_t count, float* from) {
-    put_rows(from, rows, count, to);
-  });
+  if (tail_tables.empty()) return;
+  at::_fused_adam_(gathered[0], tail_grads, gathered[1], gathered[2], {}, tail_steps, lr, beta1,
+                   beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+  for (size_t k = 0; k < tail_tables.size(); ++k) {
+    const int64_t t = tail_tables[k];
+    for (int64_t a = 0; a < 3; ++a)
+      put_rows(gathered[a][k].data_ptr<float>(), indices[t].data_ptr<int64_t>() + in_place[t],
+               counts[t] - in_place[t], arrays[3 * t + a]);
+  }
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -644,6 +740,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_backward", &attention_backward, "field attention: q, k, v gradients");
   m.def("lookup_forward", &lookup_forward, "every field's lookups: flat vectors, first order");
   m.def("lookup_backward", &lookup_backward, "the dense and sparse gradients of the tables");
-  m.def("row_wise_adam", &row_wise_adam, "row-wise Adam: gather, fused Adam, write back");
+  m.def("row_wise_adam", &row_wise_adam, "row-wise Adam: each row stepped in place");
   m.def("strictly_ascending", &strictly_ascending, "whether an index vector needs no coalescing");
 }

@@ -14,17 +14,19 @@
   table instead of `torch.unique`'s sort, and their gradients summed in entry order), each
   table or field on whichever thread is free. In PyTorch that is about 40 small operators
   per step, each with its own dispatch and allocation.
-- `row_wise_adam` (through `lookup_kernels`): `RowWiseAdam`'s step (the looked-up rows
-  gathered with prefetching, PyTorch's own fused Adam kernel, the rows written back) in one
-  call, where PyTorch takes a dozen operators per table.
+- `row_wise_adam` (through `lookup_kernels`): `RowWiseAdam`'s step in one call, each
+  looked-up row stepped where it lies (prefetching ahead) with the float operations of
+  PyTorch's fused Adam kernel, where PyTorch gathers the rows of weights and moments, steps
+  them and writes them back, a dozen operators per table.
 
 `kernels.cpp` computes each with the same float operations in the same order as the PyTorch
 ops it replaces (a float32 product, then a float32 sum, in the ops' order; no fused
-multiply-add), so a model trains to the same weights with or without it
-(`tests/test_kernels.py`). It is compiled by `torch.utils.cpp_extension` the first time a
-process needs it (a C++ compiler, `ninja` from requirements.txt and an x86-64 CPU with
-AVX2; about 50 s once, then loaded from PyTorch's extension cache). Where any of that is
-missing, on other devices and for other dtypes, each function is its PyTorch expression.
+multiply-add but the three that PyTorch's fused Adam kernel makes), so a model trains to
+the same weights with or without it (`tests/test_kernels.py`). It is compiled by
+`torch.utils.cpp_extension` the first time a process needs it (a C++ compiler, `ninja` from
+requirements.txt and an x86-64 CPU with AVX2; about 50 s once, then loaded from PyTorch's
+extension cache). Where any of that is missing, on other devices and for other dtypes, each
+function is its PyTorch expression.
 """
 
 from __future__ import annotations
