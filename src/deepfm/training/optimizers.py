@@ -19,10 +19,10 @@ update reads):
 tables dense Adam is as cheap and keeps the exact `torch.optim.Adam` semantics; on large
 ones it would dominate the step. The bound counts values, because a dense step costs per
 value; with the compiled row-wise step (`lookup_backward`'s sparse gradients and
-`row_wise_adam` in kernels.cpp) row-wise Adam costs within a few percent of dense Adam at
-80,000-320,000 values (5,000-20,000 rows of 16) and less beyond (docs/benchmarks.md
-measures both), so the bound sits at the low end of that range and a one-wide first-order
-table of 100,000 rows or more is updated row-wise too.
+`row_wise_adam` in kernels.cpp) row-wise Adam costs about what dense Adam costs at 80,000
+values (5,000 rows of 16) and less beyond (docs/benchmarks.md measures both), so the bound
+sits near there and a one-wide first-order table of 100,000 rows or more is updated
+row-wise too.
 """
 
 from __future__ import annotations
