@@ -16,6 +16,22 @@ STOP_AT = Path(__file__).with_name("stop_at.py")
 GUARD_S = 600  # only against a hung child; no test depends on how long anything takes
 
 
+def signal_masks(pid: int) -> str:
+    """Each thread of process `pid` (Linux): its name and its pending, shared pending,
+    blocked, ignored and caught signal masks, from /proc."""
+    lines = []
+    try:
+        for task in sorted((Path("/proc") / str(pid) / "task").iterdir()):
+            fields = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines())
+            masks = ("Name", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+            lines.append(
+                f"thread {task.name}: " + ", ".join(f"{k} {fields[k].strip()}" for k in masks)
+            )
+    except OSError as error:
+        lines.append(f"no signal masks: {error}")
+    return "\n".join(lines)
+
+
 def stage(name: str) -> str:
     """The path of stage command `name` (`stages/<name>.py`)."""
     return str(ROOT / "stages" / f"{name}.py")
@@ -98,8 +114,9 @@ class Stopped:
         try:
             return self.process.wait(timeout=GUARD_S)
         except subprocess.TimeoutExpired:
+            threads = signal_masks(self.process.pid)
             os.kill(self.process.pid, signal.SIGUSR1)
             time.sleep(2)
             self.process.kill()
             self.process.wait()
-            pytest.fail(f"still running {GUARD_S} s after {self.point}:\n{self.output}")
+            pytest.fail(f"still running {GUARD_S} s after {self.point}:\n{threads}\n{self.output}")

@@ -104,6 +104,10 @@ def stop_at_store_open(marker: Path) -> None:
 
 def main() -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # a hung script's stacks (Stopped)
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, also where this process inherited
+    # SIGINT ignored (a test run started as a background job: `pytest ... &` ignores it in
+    # every process below), which would leave a test's SIGINT without effect.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     point, marker, script, *args = sys.argv[1:]
     kind, _, value = point.partition(":")
     marker_path = Path(marker)
