@@ -109,8 +109,8 @@ class Stopped:
         self.marker.with_name(self.marker.name + ".go").touch()
 
     def finish(self) -> int:
-        """Its exit status, once it ends; a hung one is killed and the test fails with the
-        stacks of all its threads (stop_at.py dumps them on SIGUSR1)."""
+        """Its exit status, once it ends; a hung one is killed and the test fails with each
+        of its threads' signal masks and stacks (stop_at.py dumps them on SIGUSR1)."""
         try:
             return self.process.wait(timeout=GUARD_S)
         except subprocess.TimeoutExpired:
